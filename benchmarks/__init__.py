@@ -1,0 +1,1 @@
+"""xmargin's benchmark suite and training demo (run as ``python -m benchmarks``)."""

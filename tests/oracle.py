@@ -1,0 +1,97 @@
+"""A literal-loop transcription of DESIGN.md §3 in Python floats: small and obviously right.
+
+Every function takes nested Python lists (or NumPy arrays, read element by element) and returns
+per-sample losses and gradients *after* the 1/C, as lists of floats.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _rows(x):
+    return [[float(v) for v in row] for row in x]
+
+
+def multilabel_margin(x, t, *, margin=1.0, p=1, weight=None):
+    """Per-sample losses and d loss_n / d x_n for the pairwise multilabel hinge."""
+    losses, grads = [], []
+    for xs, ts in zip(_rows(x), [[int(v) for v in row] for row in t], strict=True):
+        c = len(xs)
+        positives = []
+        for v in ts:
+            if v < 0:
+                break
+            positives.append(v)
+        negatives = [j for j in range(c) if j not in positives]
+        loss, grad = 0.0, [0.0] * c
+        for k in positives:
+            wk = 1.0 if weight is None else float(weight[k])
+            for j in negatives:
+                z = margin - xs[k] + xs[j]
+                if z > 0:
+                    loss += wk * z**p
+                    d = wk * (1.0 if p == 1 else 2.0 * z)
+                    grad[j] += d
+                    grad[k] -= d
+        if positives and negatives and any(math.isnan(v) for v in xs):
+            loss, grad = math.nan, [math.nan] * c
+        losses.append(loss / c)
+        grads.append([g / c for g in grad])
+    return losses, grads
+
+
+def multi_margin(x, y, *, margin=1.0, p=1, weight=None):
+    """Per-sample losses and gradients of the Weston–Watkins multi-class hinge."""
+    losses, grads = [], []
+    for xs, yi in zip(_rows(x), [int(v) for v in y], strict=True):
+        c = len(xs)
+        wy = 1.0 if weight is None else float(weight[yi])
+        loss, grad = 0.0, [0.0] * c
+        for j in range(c):
+            if j == yi:
+                continue
+            z = margin - xs[yi] + xs[j]
+            if z > 0:
+                loss += wy * z**p
+                d = wy * (1.0 if p == 1 else 2.0 * z)
+                grad[j] += d
+                grad[yi] -= d
+        if c > 1 and any(math.isnan(v) for v in xs):
+            loss, grad = math.nan, [math.nan] * c
+        losses.append(loss / c)
+        grads.append([g / c for g in grad])
+    return losses, grads
+
+
+def softplus(z: float) -> float:
+    """log(1 + e^z) in Python floats without overflow."""
+    if math.isnan(z):
+        return math.nan
+    return z + math.log1p(math.exp(-z)) if z > 0 else math.log1p(math.exp(z))
+
+
+def sigmoid(z: float) -> float:
+    return math.exp(-softplus(-z))
+
+
+def soft_margin(x, y):
+    """Element-wise losses and gradients of log(1 + exp(-y·x)) (flat lists)."""
+    loss = [softplus(-yi * xi) for xi, yi in zip(x, y, strict=True)]
+    grad = [-yi * sigmoid(-yi * xi) for xi, yi in zip(x, y, strict=True)]
+    return loss, grad
+
+
+def multilabel_soft_margin(x, y, weight=None):
+    """Per-sample losses and gradients (rows of C)."""
+    losses, grads = [], []
+    for n, (xs, ys) in enumerate(zip(_rows(x), _rows(y), strict=True)):
+        c = len(xs)
+        ws = [1.0] * c if weight is None else [float(v) for v in weight[n]]
+        loss = sum(
+            w * (yy * softplus(-xx) + (1 - yy) * softplus(xx))
+            for xx, yy, w in zip(xs, ys, ws, strict=True)
+        )
+        losses.append(loss / c)
+        grads.append([w * (sigmoid(xx) - yy) / c for xx, yy, w in zip(xs, ys, ws, strict=True)])
+    return losses, grads

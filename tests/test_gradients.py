@@ -1,0 +1,134 @@
+"""Gradients: torch.autograd.gradcheck (float64) through every loss, and value_and_grad."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xmargin
+
+from conftest import assert_close
+
+torch = pytest.importorskip("torch")
+
+
+def _x(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # spread-out scores: gradcheck's finite differences stay away from the hinges' kinks
+    return (torch.randn(*shape, dtype=torch.float64, generator=g) * 3).requires_grad_()
+
+
+def _pm1(*shape, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, shape, generator=g).double() * 2 - 1
+
+
+W5 = torch.linspace(0.5, 2, 5, dtype=torch.float64)
+IDX = torch.tensor([[0, 4, -1], [2, 2, 1], [-1, 0, 0], [3, -1, 4]])
+
+# case -> (loss, score inputs, the other positional arguments, keyword options)
+CASES = {
+    "soft_margin": (xmargin.soft_margin_loss, (_x(4, 5),), (_pm1(4, 5),), {}),
+    "multilabel_soft_margin": (
+        xmargin.multilabel_soft_margin_loss,
+        (_x(4, 5),),
+        ((_pm1(4, 5) + 1) / 2, W5),
+        {},
+    ),
+    "multi_margin": (
+        xmargin.multi_margin_loss,
+        (_x(4, 5),),
+        (torch.tensor([0, 4, 2, 1]),),
+        {"p": 2, "margin": 1.5, "weight": W5},
+    ),
+    "multilabel_margin": (xmargin.multilabel_margin_loss, (_x(4, 5),), (IDX,), {}),
+    "multilabel_margin_p2_weight": (
+        xmargin.multilabel_margin_loss,
+        (_x(4, 5),),
+        (IDX,),
+        {"margin": 2.0, "p": 2, "weight": torch.tensor([1.0, 0.5, 2.0, -1.0, 3.0]).double()},
+    ),
+    "hinge_embedding": (xmargin.hinge_embedding_loss, (_x(4, 5),), (_pm1(4, 5),), {"margin": 0.5}),
+    "margin_ranking": (
+        xmargin.margin_ranking_loss,
+        (_x(4, 5), _x(1, 5, seed=3)),
+        (_pm1(4, 1),),
+        {"margin": 0.1},
+    ),
+}
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("case", CASES)
+def test_gradcheck(case, reduction):
+    fn, scores, rest, kwargs = CASES[case]
+
+    def f(*s):
+        return fn(*s, *rest, **kwargs, reduction=reduction)
+
+    assert torch.autograd.gradcheck(f, scores, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("case", CASES)
+def test_autograd_equals_value_and_grad(case, reduction):
+    """torch autograd and the analytic gradients agree, on torch tensors and on NumPy arrays."""
+    fn, scores, rest, kwargs = CASES[case]
+    out = fn(*scores, *rest, **kwargs, reduction=reduction)
+    grads = torch.autograd.grad(out.sum(), scores)
+    argnums = tuple(range(len(scores)))
+    for to_ns in (lambda a: a, lambda a: a.detach().numpy()):
+        args = [to_ns(a) for a in (*scores, *rest)]
+        kw = {k: to_ns(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        loss, vg = xmargin.value_and_grad(fn, argnums=argnums)(*args, **kw, reduction=reduction)
+        assert_close(np.asarray(loss), out.detach(), rtol=1e-12, atol=1e-12, what=f"{case} loss")
+        for g, ref in zip(vg, grads, strict=True):
+            assert not getattr(g, "requires_grad", False)
+            assert_close(np.asarray(g), ref, rtol=1e-12, atol=1e-12, what=f"{case} grad")
+
+
+def test_multilabel_margin_backward_scales_by_grad_output():
+    x = _x(3, 6)
+    t = torch.tensor([[0, 1, -1, 0, 0, 0], [5, 5, 5, 5, 5, 5], [2, 0, 3, -1, 1, 1]])
+    out = xmargin.multilabel_margin_loss(x, t, reduction="none")
+    seed = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+    (g,) = torch.autograd.grad(out, x, seed)
+    ref_x = x.detach().clone().requires_grad_()
+    (ref,) = torch.autograd.grad(
+        torch.nn.functional.multilabel_margin_loss(ref_x, t, reduction="none"), ref_x, seed
+    )
+    assert_close(g, ref, rtol=1e-12, atol=1e-12, what="scaled backward")
+
+
+def test_no_graph_without_requires_grad():
+    x = _x(2, 3).detach()
+    out = xmargin.multilabel_margin_loss(x, torch.tensor([[0, -1, 1], [2, 1, 0]]))
+    assert not out.requires_grad
+    with torch.no_grad():
+        out = xmargin.multilabel_margin_loss(_x(2, 3), torch.tensor([[0, -1, 1], [2, 1, 0]]))
+    assert not out.requires_grad
+
+
+def test_value_and_grad_with_loss_objects():
+    x = np.array([[0.1, 0.2, 0.4, 0.8]])
+    y = np.array([[3, 0]])
+    obj = xmargin.MultiLabelMarginLoss(margin=0.5, p=2, reduction="sum")
+    loss, g = xmargin.value_and_grad(obj)(x, y)
+    loss2, g2 = xmargin.value_and_grad(xmargin.multilabel_margin_loss)(
+        x, y, reduction="sum", margin=0.5, p=2
+    )
+    assert loss == loss2 and np.array_equal(g, g2)
+    mr = xmargin.MarginRankingLoss(margin=0.3)
+    a, b, t = np.array([0.1, 0.5]), np.array([0.2, 0.1]), np.array([1.0, -1.0])
+    loss, (ga, gb) = xmargin.value_and_grad(mr, argnums=(0, 1))(a, b, t)
+    assert np.array_equal(ga, -gb)
+
+
+def test_reduction_none_gradient_is_that_of_the_sum():
+    x = np.random.default_rng(0).normal(size=(4, 5))
+    t = np.array([[0, 1, -1, 0, 0], [4, -1, 0, 0, 0], [1, 2, 3, -1, 0], [-1, 0, 0, 0, 0]])
+    _, g_none = xmargin.value_and_grad(xmargin.multilabel_margin_loss)(x, t, reduction="none")
+    _, g_sum = xmargin.value_and_grad(xmargin.multilabel_margin_loss)(x, t, reduction="sum")
+    _, g_mean = xmargin.value_and_grad(xmargin.multilabel_margin_loss)(x, t, reduction="mean")
+    assert np.array_equal(g_none, g_sum)
+    assert_close(g_mean, g_sum / 4, rtol=1e-15, atol=0, what="mean = sum / N")

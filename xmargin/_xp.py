@@ -1,0 +1,279 @@
+"""Array-namespace plumbing shared by the losses: namespaces, devices, dtypes, shapes, reductions.
+
+Pure array-API code (``xp`` from ``array_namespace``); nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import sys
+import warnings
+from typing import Any
+
+from array_api_compat import array_namespace, is_array_api_obj, is_torch_array
+from array_api_compat import device as _device
+
+from ._errors import XMarginTypeError, XMarginValueError
+
+Array = Any
+Namespace = Any
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn, attributing the warning to the first caller outside xmargin."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# arguments that are not arrays
+# --------------------------------------------------------------------------------------------
+def resolve_reduction(fn: str, size_average: Any, reduce: Any, reduction: Any) -> str:
+    """PyTorch's rules: legacy ``size_average``/``reduce`` win (with a DeprecationWarning)."""
+    if size_average is not None or reduce is not None:
+        sa = True if size_average is None else bool(size_average)
+        rd = True if reduce is None else bool(reduce)
+        reduction = "mean" if (sa and rd) else ("sum" if rd else "none")
+        warn_user(
+            f"{fn}: size_average and reduce are deprecated, please use reduction='{reduction}' "
+            "instead.",
+            DeprecationWarning,
+        )
+        return reduction
+    if reduction == "elementwise_mean":
+        warn_user(
+            f"{fn}: reduction='elementwise_mean' is deprecated, please use reduction='mean'.",
+            DeprecationWarning,
+        )
+        return "mean"
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise XMarginValueError(
+            f"{fn}: {reduction} is not a valid value for reduction; argument 'reduction' must be "
+            f"one of 'none', 'mean', 'sum', got {reduction!r}"
+        )
+    return reduction
+
+
+def check_real(fn: str, name: str, value: Any) -> float:
+    """A Python-level real number (margin): bools and arrays are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' must be a real number (float), got {type(value).__name__} "
+            f"{value!r}"
+        )
+    return float(value)
+
+
+def check_p(fn: str, p: Any) -> int:
+    if isinstance(p, numbers.Real) and not isinstance(p, bool) and p in (1, 2):
+        return int(p)
+    if isinstance(p, bool) and p:  # PyTorch accepts p=True as 1
+        return 1
+    raise XMarginValueError(
+        f"{fn}: only p == 1 and p == 2 supported; argument 'p' must be 1 (hinge) or 2 "
+        f"(squared hinge), got {p!r}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# namespaces and devices
+# --------------------------------------------------------------------------------------------
+def _type_name(a: Any) -> str:
+    t = type(a)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def namespace_of(fn: str, name: str, a: Any) -> Namespace:
+    if not is_array_api_obj(a):
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' must be an array (NumPy, PyTorch, CuPy, JAX, Dask or any "
+            f"array-API array), got {_type_name(a)}"
+        )
+    return array_namespace(a)
+
+
+def same_namespace(
+    fn: str, xp: Namespace, ref_name: str, ref: Array, name: str, a: Any, dtype: Any = None
+) -> Array:
+    """Return ``a`` as an array of ``ref``'s namespace and device, or raise a clear error.
+
+    Python scalars and (nested) lists are converted to ``ref``'s namespace and device. Arrays of
+    another namespace or device are refused: xmargin never moves data behind your back.
+    """
+    dev = _device(ref)
+    if not is_array_api_obj(a):
+        if isinstance(a, (numbers.Number, list, tuple)):
+            try:
+                return xp.asarray(a, dtype=dtype, device=dev)
+            except Exception as exc:  # ragged lists, mixed types
+                raise XMarginTypeError(
+                    f"{fn}: argument '{name}' could not be converted to an array: {exc}"
+                ) from exc
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' must be an array of the same framework as '{ref_name}' "
+            f"({_type_name(ref)}), got {_type_name(a)}"
+        )
+    try:
+        xp_a = array_namespace(a)
+    except TypeError as exc:
+        raise XMarginTypeError(f"{fn}: argument '{name}': {exc}") from exc
+    if xp_a is not xp:
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' is a {_type_name(a)} but '{ref_name}' is a "
+            f"{_type_name(ref)}; pass arrays of one framework (convert '{name}' first, e.g. "
+            "with from_dlpack or asarray)"
+        )
+    dev_a = _device(a)
+    if dev_a != dev:
+        raise XMarginValueError(
+            f"{fn}: argument '{name}' is on device {dev_a} but '{ref_name}' is on device {dev}; "
+            f"move '{name}' to {dev} first (xmargin does not move data implicitly)"
+        )
+    return a
+
+
+def device(a: Array) -> Any:
+    return _device(a)
+
+
+def requires_grad(a: Array) -> bool:
+    """True for a torch tensor that autograd is tracking in this context."""
+    if not is_torch_array(a) or not a.requires_grad:
+        return False
+    import torch  # already imported: `a` is a torch tensor
+
+    return torch.is_grad_enabled()
+
+
+def detach(a: Array) -> Array:
+    return a.detach() if is_torch_array(a) else a
+
+
+# --------------------------------------------------------------------------------------------
+# dtypes
+# --------------------------------------------------------------------------------------------
+def check_float(fn: str, name: str, xp: Namespace, a: Array) -> None:
+    if not xp.isdtype(a.dtype, "real floating"):
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' must have a real floating-point dtype (float16, bfloat16, "
+            f"float32 or float64), got dtype {a.dtype}"
+        )
+
+
+def check_real_dtype(fn: str, name: str, xp: Namespace, a: Array) -> None:
+    if not (xp.isdtype(a.dtype, ("real floating", "integral")) or a.dtype == xp.bool):
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' must have a real (integer, boolean or floating) dtype, "
+            f"got dtype {a.dtype}"
+        )
+
+
+_TORCH_SCALAR_NAMES = {
+    "float16": "Half",
+    "bfloat16": "BFloat16",
+    "float32": "Float",
+    "float64": "Double",
+    "bool": "Bool",
+    "complex64": "ComplexFloat",
+    "complex128": "ComplexDouble",
+}
+
+
+def check_integer(fn: str, name: str, xp: Namespace, a: Array, what: str) -> None:
+    if not xp.isdtype(a.dtype, "integral"):
+        short = str(a.dtype).rsplit(".", 1)[-1]
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' must have an integer dtype ({what}), got dtype {a.dtype}; "
+            "convert it with astype, e.g. to int64 (expected scalar type Long but found "
+            f"{_TORCH_SCALAR_NAMES.get(short, short)})"
+        )
+
+
+def compute_dtype(xp: Namespace, dtype: Any) -> Any:
+    """float64 stays float64; float32, float16 and bfloat16 compute in float32."""
+    return xp.float64 if dtype == xp.float64 else xp.float32
+
+
+def astype(xp: Namespace, a: Array, dtype: Any) -> Array:
+    return a if a.dtype == dtype else xp.astype(a, dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# shapes
+# --------------------------------------------------------------------------------------------
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast shape of ``shapes``, or None when they do not broadcast."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for axis in range(-ndim, 0):
+        sizes = {s[axis] for s in shapes if len(s) >= -axis} - {1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def check_broadcasts_to(fn: str, name: str, shape: tuple, to: tuple) -> None:
+    """``name``'s shape must broadcast to ``to`` without growing it."""
+    if broadcast_shapes(shape, to) == tuple(to):
+        return
+    bad = [d for d, e in zip(shape[::-1], to[::-1], strict=False) if d not in (1, e)] or [shape[0]]
+    raise XMarginValueError(
+        f"{fn}: argument '{name}' of shape {shape_str(shape)} must broadcast to input's shape "
+        f"{shape_str(to)} (Attempting to broadcast a dimension of length {bad[0]})"
+    )
+
+
+def shape_str(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def sum_to_shape(xp: Namespace, g: Array, shape: tuple[int, ...]) -> Array:
+    """Sum a broadcast gradient back to the shape of the argument it belongs to."""
+    if tuple(g.shape) == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    if lead:
+        g = xp.sum(g, axis=tuple(range(lead)))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+    return xp.reshape(g, shape)
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+# --------------------------------------------------------------------------------------------
+# reductions
+# --------------------------------------------------------------------------------------------
+def apply_reduction(xp: Namespace, loss: Array, reduction: str) -> Array:
+    """Apply a reduction over all elements of ``loss`` (PyTorch's rule).
+
+    The mean of zero elements is NaN and their sum 0 (PyTorch CPU returns uninitialised memory
+    for some losses); the result stays connected to autograd graphs either way.
+    """
+    if reduction == "none":
+        return loss
+    total = xp.sum(loss)
+    if reduction == "sum":
+        return total
+    count = numel(tuple(loss.shape))
+    return total / count if count else total * math.nan
+
+
+def reduction_scale(reduction: str, count: int) -> float:
+    """d reduce(loss) / d loss_i for the linear reductions ('none' means the sum)."""
+    if reduction == "mean":
+        return 1.0 / count if count else math.nan
+    return 1.0

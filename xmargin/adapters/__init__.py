@@ -1,0 +1,1 @@
+"""Framework glue: autograd wrappers and conversions. Imported lazily, only for that framework."""

@@ -1,0 +1,187 @@
+"""The ``portable`` backend: the pairwise multilabel hinge in pure array-API code.
+
+It runs on every namespace and device (NumPy, CuPy, torch CPU/CUDA, JAX, Dask chunks,
+array-api-strict) and never builds an (N, T, C) or (N, C, C) intermediate: memory is O(N·C) and
+time O(N·C·log C) (sorts).
+
+Method (DESIGN.md §5). For sample n with scores x (C,) and positive multiplicities m (C,)
+(how often each class occurs among the targets before the first negative value), let
+w_c = m_c · weight_c and thr_c = x_c − margin. The loss is
+
+    L = Σ_{c} w_c Σ_{j negative} max(0, x_j − thr_c)^p.
+
+Sort the 2C keys [x_0 … x_{C−1}, thr_0 … thr_{C−1}] stably, class keys first, so a threshold
+equal to a score sorts after it (the hinge is strictly positive only for thr < x_j). Running sums
+over the sorted row of w, w·thr and w·thr² give, at each class j, the weighted count A0, sum A1
+and square sum A2 of the thresholds below x_j, so
+
+    p = 1:  Σ_c w_c max(0, x_j − thr_c)   = A0·x_j − A1
+    p = 2:  Σ_c w_c max(0, x_j − thr_c)²  = A0·x_j² − 2·x_j·A1 + A2
+
+and the loss is their sum over the negative classes j. Gradients:
+
+    dL/dx_j (j negative)  = A0                       (p = 1)   or 2·(A0·x_j − A1)   (p = 2)
+    dL/dx_c (c positive)  = −w_c · B0_c              (p = 1)   or −2·w_c·(B1_c − thr_c·B0_c)
+
+with B0_c, B1_c the count and sum of the negative scores above thr_c: suffix sums of the same
+sorted row. A second argsort (of the permutation) maps the sorted quantities back to classes.
+Multiplicities come from one flat sort of integer keys ``row·(C+1) + target`` and two
+``searchsorted`` calls, exact for duplicates. Sums accumulate in float64 where the device has it
+(float32 otherwise), so float32 inputs keep about float64-oracle accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from array_api_compat import array_namespace, is_torch_array
+from array_api_compat import device as _device
+
+__all__ = ["accumulation_dtype", "hinge", "multiplicities"]
+
+Array = Any
+
+
+def accumulation_dtype(xp: Any, x: Array) -> Any:
+    """float64 where the namespace supports it on ``x``'s device, else float32."""
+    if is_torch_array(x) and x.device.type == "mps":
+        return xp.float32
+    try:
+        kinds = xp.__array_namespace_info__().dtypes(device=_device(x), kind="real floating")
+    except Exception:  # older namespaces without the inspection API
+        return xp.float64
+    return xp.float64 if "float64" in kinds else xp.float32
+
+
+def multiplicities(xp: Any, t: Array, num_classes: int) -> Array:
+    """(N, C) counts of each class among each row's targets before the first negative value.
+
+    ``t`` is an (N, K) integer array whose values lie in [-1, C) (validated by the caller).
+    Exact for duplicates; no scatter and no (N, K, C) one-hot.
+    """
+    n, k = t.shape
+    dev = _device(t)
+    idx = xp.int64
+    counts_dtype = xp.int64
+    if n == 0 or k == 0:
+        return xp.zeros((n, num_classes), dtype=counts_dtype, device=dev)
+    t = xp.astype(t, idx)
+    # entries at and after the first negative value are not positives
+    seen_neg = xp.cumulative_sum(xp.astype(t < 0, idx), axis=1)
+    valid = (seen_neg == 0) & (t < num_classes)
+    stride = num_classes + 1
+    row = xp.reshape(xp.arange(n, dtype=idx, device=dev) * stride, (n, 1))
+    keys = xp.where(valid, t, num_classes) + row  # sentinel C keeps invalid slots in their row
+    flat = xp.sort(xp.reshape(keys, (n * k,)))
+    queries = row + xp.reshape(xp.arange(num_classes, dtype=idx, device=dev), (1, num_classes))
+    lo = xp.searchsorted(flat, queries, side="left")
+    hi = xp.searchsorted(flat, queries, side="right")
+    return xp.astype(hi - lo, counts_dtype)
+
+
+def hinge(
+    x: Array,
+    t: Array,
+    *,
+    margin: float,
+    p: int,
+    weight: Array | None,
+    want_grad: bool,
+) -> tuple[Array, Array | None]:
+    """The kernel contract of DESIGN.md §5 (raw sums, before the 1/C).
+
+    Parameters
+    ----------
+    x : (N, C) real floating array of scores.
+    t : (N, K) integer array, values in [-1, C); the positives of a row are its entries before
+        the first negative value, with multiplicity.
+    margin, p : the hinge margin and power (1 or 2).
+    weight : (C,) per-class weight of a positive, in ``x``'s dtype, or None.
+    want_grad : also return d loss_raw / d x.
+
+    Returns
+    -------
+    loss_raw : (N,) in the accumulation dtype (float64 where available).
+    grad_raw : (N, C) in the accumulation dtype, or None.
+
+    Rows with a NaN score, at least one positive and at least one negative give NaN loss and
+    a NaN gradient row. A zero hinge has zero gradient.
+
+    >>> import numpy as np
+    >>> loss, grad = hinge(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([[3, 0, -1, 1]]),
+    ...                    margin=1.0, p=1, weight=None, want_grad=True)
+    >>> round(float(loss[0]) / 4, 6)   # PyTorch's documented example, after the 1/C
+    0.85
+    >>> (grad[0] / 4).tolist()
+    [-0.5, 0.5, 0.5, -0.5]
+    """
+    xp = array_namespace(x, t)
+    n, c = x.shape
+    dev = _device(x)
+    acc = accumulation_dtype(xp, x)
+    xf = xp.astype(x, acc)
+
+    mult = multiplicities(xp, t, c)
+    is_neg = mult == 0
+    n_pos = xp.sum(mult, axis=1)
+    n_neg = xp.sum(xp.astype(is_neg, xp.int64), axis=1)
+    has_nan = xp.any(xp.isnan(xf), axis=1)
+    nan_rows = has_nan & (n_pos > 0) & (n_neg > 0)
+
+    # NaN rows are overwritten at the end; keep NaN out of the sort and the running sums.
+    xf = xp.where(has_nan[:, None], xp.zeros_like(xf), xf)
+    w = xp.astype(mult, acc)
+    if weight is not None:
+        w = w * xp.reshape(xp.astype(weight, acc), (1, c))
+    thr = xf - margin
+    zeros = xp.zeros((n, c), dtype=acc, device=dev)
+
+    perm = xp.argsort(xp.concat([xf, thr], axis=1), axis=1, stable=True)
+
+    def in_sorted_order(left: Array, right: Array) -> Array:
+        return xp.take_along_axis(xp.concat([left, right], axis=1), perm, axis=1)
+
+    def running(left: Array, right: Array) -> Array:
+        return xp.cumulative_sum(in_sorted_order(left, right), axis=1)
+
+    xs = in_sorted_order(xf, zeros)  # class scores at class slots
+    neg_s = in_sorted_order(xp.astype(is_neg, acc), zeros)  # 1 at negative-class slots
+    a0 = running(zeros, w)
+    # w == 0 marks classes that are not positives; keep 0·inf out of the sums
+    w_thr = xp.where(w != 0, w * thr, 0.0)
+    a1 = running(zeros, w_thr)
+    # count of thresholds below x_j, unweighted, decides whether class j is violated at all
+    # (a weighted count may cancel to 0; an x_j = -inf would turn 0·x_j into NaN)
+    cnt = a0 if weight is None else running(zeros, xp.astype(mult, acc))
+    violated = (neg_s > 0) & (cnt > 0)
+    lin = xp.where(violated, a0 * xs - a1, 0.0)  # Σ_c w_c (x_j − thr_c) over violated c
+    if p == 1:
+        per_slot = lin
+    else:
+        a2 = running(zeros, w_thr * thr)
+        per_slot = xp.where(violated, a0 * xs * xs - 2.0 * xs * a1 + a2, 0.0)
+    loss = xp.sum(per_slot, axis=1)
+    nan = xp.full((n,), math.nan, dtype=acc, device=dev)
+    loss = xp.where(nan_rows, nan, loss)
+    if not want_grad:
+        return loss, None
+
+    inv = xp.argsort(perm, axis=1)  # sorted position of every key
+    cls_pos, thr_pos = inv[:, :c], inv[:, c:]
+    g_neg_s = (a0 if p == 1 else 2.0 * lin) * xp.astype(violated, acc)
+    g_neg = xp.take_along_axis(g_neg_s, cls_pos, axis=1)
+
+    # negatives strictly above each threshold: suffix sums (threshold slots carry zeros)
+    neg_x = xp.where(neg_s > 0, xs, 0.0)
+    b0 = xp.sum(neg_s, axis=1, keepdims=True) - xp.cumulative_sum(neg_s, axis=1)
+    b0 = xp.take_along_axis(b0, thr_pos, axis=1)
+    if p == 1:
+        g_pos = -w * b0
+    else:
+        b1 = xp.sum(neg_x, axis=1, keepdims=True) - xp.cumulative_sum(neg_x, axis=1)
+        b1 = xp.take_along_axis(b1, thr_pos, axis=1)
+        g_pos = xp.where(b0 > 0, -2.0 * w * (b1 - thr * b0), 0.0)
+    grad = g_neg + xp.where(is_neg, 0.0, g_pos)
+    grad = xp.where(nan_rows[:, None], xp.full((n, c), math.nan, dtype=acc, device=dev), grad)
+    return loss, grad

@@ -1,0 +1,58 @@
+"""Value checks shared by the losses. Each reads array values (a device sync on GPUs), so each
+runs only while ``check_values`` is on (see :mod:`xmargin._config`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._config import check_values_enabled
+from .._errors import XMarginValueError
+from .._xp import numel, warn_user
+
+
+def warn_if_01_labels(fn: str, xp: Any, y: Any) -> None:
+    """±1 losses given {0, 1} labels (a 0 present): PyTorch computes something else silently."""
+    if not check_values_enabled() or numel(tuple(y.shape)) == 0:
+        return
+    if bool(xp.all((y == 0) | (y == 1)) & xp.any(y == 0)):
+        warn_user(
+            f"{fn}: argument 'target' holds labels in {{0, 1}}, but {fn} expects labels in "
+            "{-1, +1} (a 0 label is not a negative here). Convert with "
+            "xmargin.targets.to_pm1(target).",
+            UserWarning,
+        )
+
+
+def warn_if_pm1_labels(fn: str, xp: Any, y: Any) -> None:
+    """multilabel_soft_margin_loss given a −1 label: it expects {0, 1}."""
+    if not check_values_enabled() or numel(tuple(y.shape)) == 0:
+        return
+    if bool(xp.any(y == -1)):
+        warn_user(
+            f"{fn}: argument 'target' holds the label -1, but {fn} expects labels in {{0, 1}} "
+            "(a -1 label is not a negative here). Convert with xmargin.targets.to_01(target).",
+            UserWarning,
+        )
+
+
+def check_index_range(fn: str, xp: Any, t: Any, low: int, high: int, what: str) -> None:
+    """Every value of the integer array ``t`` must lie in [low, high); name the first culprit."""
+    if numel(tuple(t.shape)) == 0:
+        return
+    bad = (t < low) | (t >= high)
+    if not bool(xp.any(bad)):
+        return
+    flat = xp.reshape(bad, (-1,))
+    first = int(xp.argmax(xp.astype(flat, xp.int8)))
+    pos: list[int] = []
+    rest = first
+    for size in reversed(tuple(t.shape)):
+        pos.append(rest % size)
+        rest //= size
+    pos.reverse()
+    value = int(xp.reshape(t, (-1,))[first])
+    where = "[" + ", ".join(str(i) for i in pos) + "]"
+    raise XMarginValueError(
+        f"{fn}: argument 'target' is out of range: target{where} = {value}, but {what} must lie "
+        f"in [{low}, {high})"
+    )

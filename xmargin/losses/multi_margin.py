@@ -1,0 +1,120 @@
+"""multi_margin_loss: the Weston–Watkins multi-class hinge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._config import check_values_enabled
+from .._errors import XMarginValueError
+from .._xp import (
+    astype,
+    check_p,
+    check_real,
+    compute_dtype,
+    device,
+    resolve_reduction,
+    shape_str,
+)
+from ._checks import check_index_range
+from ._rowwise import (
+    check_index_dtype,
+    class_weight,
+    finish,
+    index_target,
+    nan_where,
+    run_core,
+    scores_as_matrix,
+)
+
+Array = Any
+
+
+def multi_margin_loss(
+    input: Array,
+    target: Array,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: Array | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Array:
+    """Multi-class hinge ``(1/C) Σ_{j≠y} w_y · max(0, margin − x_y + x_j)^p``.
+
+    As ``torch.nn.functional.multi_margin_loss``: ``input`` is 0-d, (C,) or (N, C) (N may be
+    0), ``target`` holds one class index per sample (shape (N,), or 0-d/(1,) for a single
+    sample) of any integer dtype, ``p`` is 1 or 2 and ``weight`` (C,) weighs each sample by its
+    true class. Differences: a NaN score gives a NaN loss (PyTorch: 0), the mean over N = 0
+    samples is NaN, and float16/bfloat16 work (float32 accumulation).
+
+    >>> import numpy as np, xmargin
+    >>> x = np.array([[0.1, 0.2, 0.4, 0.8]]); y = np.array([3])
+    >>> round(float(xmargin.multi_margin_loss(x, y)), 6)   # PyTorch's documented example
+    0.325
+    """
+    return _multi_margin_loss(input, target, p, margin, weight, size_average, reduce, reduction)[0]
+
+
+def _multi_margin_loss(
+    input: Array,
+    target: Array,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: Array | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    *,
+    argnums: tuple[int, ...] = (),
+) -> tuple[Array, tuple[Array, ...]]:
+    fn = "multi_margin_loss"
+    red = resolve_reduction(fn, size_average, reduce, reduction)
+    p = check_p(fn, p)
+    margin = check_real(fn, "margin", margin)
+    xp, n, c = scores_as_matrix(fn, input)
+    target = index_target(fn, xp, input, target)
+    t_shape = tuple(target.shape)
+    if not (t_shape == (n,) or (n == 1 and t_shape == ())):
+        raise XMarginValueError(
+            f"{fn}: argument 'target' must hold one class index per sample (target tensor "
+            "should be 1-D with size equal to the number of input samples (batch size). "
+            f"Expected target size [{n}], but got {shape_str(t_shape)}. Input has shape "
+            f"{shape_str(tuple(input.shape))}.)"
+        )
+    cd = compute_dtype(xp, input.dtype)
+    w = class_weight(fn, xp, input, weight, c, cd)
+    check_index_dtype(fn, xp, target)
+
+    t = xp.reshape(xp.astype(target, xp.int64), (n,))
+    bad = (t < 0) | (t >= c)
+    if check_values_enabled():
+        check_index_range(fn, xp, target, 0, c, "class indices of an input with C = " + str(c))
+    t = xp.where(bad, 0, t)  # memory-safe gather; those rows become NaN below
+    x = xp.reshape(astype(xp, input, cd), (n, c))
+    dev = device(x)
+    classes = xp.reshape(xp.arange(c, dtype=xp.int64, device=dev), (1, c))
+    is_y = classes == t[:, None]
+    w_y = None if w is None else xp.take(w, t, axis=0)
+
+    def core(x: Array, want_grad: bool) -> tuple[Array, Array | None]:
+        x_y = xp.take_along_axis(x, t[:, None], axis=1)
+        z = margin - x_y + x
+        active = (z > 0) & ~is_y  # strictly positive hinge: zero hinge, zero gradient
+        h = xp.where(active, z, 0.0)
+        loss = xp.sum(h if p == 1 else h * h, axis=1)
+        if w_y is not None:
+            loss = loss * w_y
+        grad = None
+        if want_grad:
+            g = xp.astype(active, x.dtype) if p == 1 else 2.0 * h
+            if w_y is not None:
+                g = g * w_y[:, None]
+            grad = g - xp.where(is_y, xp.sum(g, axis=1, keepdims=True), 0.0)
+        # NaN propagates: any NaN score in a row of C >= 2 classes enters its loss
+        nan_rows = bad | (xp.any(xp.isnan(x), axis=1) & (c > 1))
+        return nan_where(xp, nan_rows, loss, grad)
+
+    loss_raw, grad_raw = run_core(core, x, bool(argnums))
+    return finish(
+        xp, loss_raw, grad_raw, c=c, reduction=red, matrix_out=len(t_shape) > 0, input=input
+    )

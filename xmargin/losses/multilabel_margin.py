@@ -1,0 +1,129 @@
+"""multilabel_margin_loss: the pairwise multilabel hinge, through the backend registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import backends
+from .._config import check_values_enabled
+from .._errors import XMarginValueError
+from .._xp import astype, check_p, check_real, compute_dtype, resolve_reduction, shape_str
+from ._checks import check_index_range
+from ._rowwise import (
+    check_index_dtype,
+    class_weight,
+    finish,
+    index_target,
+    nan_where,
+    run_core,
+    scores_as_matrix,
+)
+
+Array = Any
+
+
+def multilabel_margin_loss(
+    input: Array,
+    target: Array,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    *,
+    margin: float = 1.0,
+    p: int = 1,
+    weight: Array | None = None,
+    backend: str | None = None,
+) -> Array:
+    """Pairwise multilabel hinge: every positive class should outscore every negative by ``margin``.
+
+    For a sample with scores ``x`` (C,) and target row ``t``, the positives are the entries of
+    ``t`` before its first negative value, counted with multiplicity; the negatives are the
+    other classes::
+
+        loss = (1/C) · Σ_{k positive} w[t_k] · Σ_{j negative} max(0, margin − x[t_k] + x[j])^p
+
+    At the defaults (``margin=1``, ``p=1``, ``weight=None``) this is exactly
+    ``torch.nn.functional.multilabel_margin_loss``: ``input`` 0-d, (C,) or (N, C) (N may be 0),
+    ``target`` of the same shape holding class indices padded with -1. xmargin adds, keyword
+    only: any ``margin``, ``p=2`` (squared hinge), a per-class ``weight`` (C,) for positives,
+    targets of shape (N, K) with any K (K ≪ C for many classes; see
+    :func:`xmargin.targets.pad`), any integer target dtype, float16/bfloat16 (float32
+    accumulation), NaN propagation (a sample with a NaN score, a positive and a negative gets
+    NaN loss and gradient; PyTorch returns 0), mean over N = 0 is NaN, and ``backend`` to pick an
+    implementation of the hinge (see :mod:`xmargin.backends`). Every target value, also after
+    the first -1, must lie in [-1, C), as in PyTorch. The gradient at a zero hinge is 0.
+
+    The cost is O(C log C) per sample instead of PyTorch's O(positives × C).
+
+    >>> import numpy as np, xmargin
+    >>> x = np.array([[0.1, 0.2, 0.4, 0.8]]); y = np.array([[3, 0, -1, 1]])
+    >>> round(float(xmargin.multilabel_margin_loss(x, y)), 6)   # PyTorch's documented example
+    0.85
+    >>> round(float(xmargin.multilabel_margin_loss(x, np.array([[3, 0]]), margin=0.5, p=2)), 6)
+    0.2525
+    """
+    return _multilabel_margin_loss(
+        input,
+        target,
+        size_average,
+        reduce,
+        reduction,
+        margin=margin,
+        p=p,
+        weight=weight,
+        backend=backend,
+    )[0]
+
+
+def _multilabel_margin_loss(
+    input: Array,
+    target: Array,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    *,
+    margin: float = 1.0,
+    p: int = 1,
+    weight: Array | None = None,
+    backend: str | None = None,
+    argnums: tuple[int, ...] = (),
+) -> tuple[Array, tuple[Array, ...]]:
+    fn = "multilabel_margin_loss"
+    red = resolve_reduction(fn, size_average, reduce, reduction)
+    p = check_p(fn, p)
+    margin = check_real(fn, "margin", margin)
+    xp, n, c = scores_as_matrix(fn, input)
+    target = index_target(fn, xp, input, target)
+    t_shape = tuple(target.shape)
+    matrix = input.ndim == 2
+    if (matrix and not (len(t_shape) == 2 and t_shape[0] == n)) or (
+        not matrix and len(t_shape) > 1
+    ):
+        expected = f"(N, K) with N = {n}" if matrix else "(K,) or 0-d"
+        raise XMarginValueError(
+            f"{fn}: inconsistent target size: {shape_str(t_shape)} for input of size: "
+            f"{shape_str(tuple(input.shape))}; argument 'target' must have shape {expected} "
+            "(class indices padded with -1)"
+        )
+    cd = compute_dtype(xp, input.dtype)
+    w = class_weight(fn, xp, input, weight, c, cd)
+    check_index_dtype(fn, xp, target)
+    hinge = backends.resolve(backend, input)
+
+    k = t_shape[-1] if t_shape else 1
+    t = xp.reshape(xp.astype(target, xp.int64), (n, k))
+    bad_value = (t < -1) | (t >= c)
+    if check_values_enabled():
+        check_index_range(fn, xp, target, -1, c, "targets of an input with C = " + str(c))
+    bad_rows = xp.any(bad_value, axis=1)
+    t = xp.where(bad_value, -1, t)  # backends only ever see values in [-1, C)
+    x = xp.reshape(astype(xp, input, cd), (n, c))
+
+    def core(x: Array, want_grad: bool) -> tuple[Array, Array | None]:
+        loss, grad = hinge(x, t, margin=margin, p=p, weight=w, want_grad=want_grad)
+        loss = astype(xp, loss, x.dtype)
+        grad = None if grad is None else astype(xp, grad, x.dtype)
+        return nan_where(xp, bad_rows, loss, grad)
+
+    loss_raw, grad_raw = run_core(core, x, bool(argnums))
+    return finish(xp, loss_raw, grad_raw, c=c, reduction=red, matrix_out=matrix, input=input)
