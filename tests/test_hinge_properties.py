@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xmargin.backends import portable
+from xmargin.backends import portable, reference
 
 import oracle
 from conftest import assert_close
 
-BACKENDS = {"portable": portable.hinge}
+BACKENDS = {"portable": portable.hinge, "reference": reference.hinge}
 
 
 @st.composite

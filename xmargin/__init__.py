@@ -19,6 +19,7 @@ from . import backends, targets
 from ._config import options, set_options
 from ._errors import XMarginTypeError, XMarginValueError
 from ._grad import value_and_grad
+from .backends import use_backend
 from .losses import (
     hinge_embedding_loss,
     margin_ranking_loss,
@@ -57,5 +58,6 @@ __all__ = [
     "set_options",
     "soft_margin_loss",
     "targets",
+    "use_backend",
     "value_and_grad",
 ]

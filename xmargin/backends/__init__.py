@@ -1,30 +1,59 @@
-"""Implementations of the pairwise multilabel hinge (DESIGN.md §5) and the choice among them."""
+"""Implementations of the pairwise multilabel hinge (DESIGN.md §5) and the choice among them.
+
+Every backend implements one function, the kernel contract::
+
+    hinge(x, t, *, margin, p, weight, want_grad) -> (loss_raw, grad_raw | None)
+
+with ``x`` (N, C) scores, ``t`` (N, K) integer targets in [-1, C) (validated before the call),
+``loss_raw`` (N,) the per-sample sum before the 1/C and ``grad_raw`` (N, C) its gradient.
+Reductions, validation, dtype casts and autograd live once, in the loss layer.
+
+Known backends:
+
+========== ==============================================================================
+reference  NumPy CPU kernel, O(C log T) per sample; NumPy arrays and CPU tensors (DLPack)
+portable   pure array-API code; any namespace and device (JAX, Dask, array-api-strict, ...)
+triton     Triton GPU kernels; torch CUDA tensors (and CuPy arrays through DLPack)
+cupy       CuPy raw-CUDA kernels; CuPy arrays (and torch CUDA tensors through DLPack)
+========== ==============================================================================
+
+Choosing one, first match wins: ``backend=`` on the call, then the innermost
+:func:`use_backend` block (scoped per thread and per async task), then the environment variable
+``XMARGIN_BACKEND``, then automatic dispatch on the scores' array type (DESIGN.md §6): NumPy and
+torch CPU → ``reference``; torch CUDA → ``triton``, else ``cupy``, else ``portable``; CuPy →
+``cupy``, else ``triton``, else ``portable``; anything else → ``portable``. A named backend that
+is unknown, or cannot run on the given arrays, raises a ValueError that lists the valid choices
+and says why.
+
+Detection is lazy: it looks at the array's type and ``sys.modules`` and at whether a package is
+installed (``importlib.util.find_spec``), never importing a framework just to check; results are
+cached per array type and device kind.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from ._registry import (
+    Backend,
+    BackendStatus,
+    Explanation,
+    available,
+    explain,
+    get,
+    register,
+    resolve,
+    unregister,
+    use_backend,
+)
 
-from .._errors import XMarginValueError
-
-HingeFn = Callable[..., tuple[Any, Any]]
-
-
-def _portable() -> HingeFn:
-    from .portable import hinge
-
-    return hinge
-
-
-_KNOWN: dict[str, Callable[[], HingeFn]] = {"portable": _portable}
-
-
-def resolve(backend: str | None, x: Any) -> HingeFn:
-    """The hinge implementation to use for scores ``x``."""
-    name = "portable" if backend is None else backend
-    if name not in _KNOWN:
-        raise XMarginValueError(
-            f"multilabel_margin_loss: unknown backend {backend!r}; valid choices: "
-            + ", ".join(repr(k) for k in _KNOWN)
-        )
-    return _KNOWN[name]()
+__all__ = [
+    "Backend",
+    "BackendStatus",
+    "Explanation",
+    "available",
+    "explain",
+    "get",
+    "register",
+    "resolve",
+    "unregister",
+    "use_backend",
+]

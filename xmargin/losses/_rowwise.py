@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from .._config import check_values_enabled
 from .._errors import XMarginValueError
 from .._xp import (
     astype,
@@ -17,6 +18,7 @@ from .._xp import (
     same_namespace,
     shape_str,
 )
+from ._checks import check_index_range
 
 Array = Any
 Core = Callable[..., tuple[Array, Array | None]]
@@ -73,8 +75,31 @@ def class_weight(fn: str, xp: Any, input: Array, weight: Any, c: int, dtype: Any
     return astype(xp, weight, dtype)
 
 
-def nan_where(xp: Any, rows: Array, loss: Array, grad: Array | None) -> tuple[Array, Array | None]:
-    """Set the loss and gradient rows flagged in ``rows`` (N,) to NaN."""
+def index_values(
+    fn: str, xp: Any, target: Array, shape: tuple[int, ...], low: int, high: int, what: str
+) -> tuple[Array, Array | None]:
+    """``target`` as int64 of ``shape`` with every value in [low, high), and the rows (first
+    axis) that held a value outside it, or None.
+
+    With value checks on, an out-of-range value raises (naming it and its position). With
+    them off, no sync happens: such values are replaced by ``low`` so that no backend ever
+    indexes out of bounds, and the returned rows are to be made NaN by the caller.
+    """
+    t = xp.reshape(astype(xp, target, xp.int64), shape)
+    if check_values_enabled():
+        check_index_range(fn, xp, target, low, high, what)
+        return t, None
+    bad = (t < low) | (t >= high)
+    rows = bad if t.ndim == 1 else xp.any(bad, axis=1)
+    return xp.where(bad, low, t), rows
+
+
+def nan_where(
+    xp: Any, rows: Array | None, loss: Array, grad: Array | None
+) -> tuple[Array, Array | None]:
+    """Set the loss and gradient rows flagged in ``rows`` (N,) to NaN (None: no rows)."""
+    if rows is None:
+        return loss, grad
     loss = xp.where(rows, math.nan, loss)
     if grad is not None:
         grad = xp.where(rows[:, None], math.nan, grad)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._config import check_values_enabled
 from .._errors import XMarginValueError
 from .._xp import (
     astype,
@@ -15,12 +14,12 @@ from .._xp import (
     resolve_reduction,
     shape_str,
 )
-from ._checks import check_index_range
 from ._rowwise import (
     check_index_dtype,
     class_weight,
     finish,
     index_target,
+    index_values,
     nan_where,
     run_core,
     scores_as_matrix,
@@ -85,11 +84,7 @@ def _multi_margin_loss(
     w = class_weight(fn, xp, input, weight, c, cd)
     check_index_dtype(fn, xp, target)
 
-    t = xp.reshape(xp.astype(target, xp.int64), (n,))
-    bad = (t < 0) | (t >= c)
-    if check_values_enabled():
-        check_index_range(fn, xp, target, 0, c, "class indices of an input with C = " + str(c))
-    t = xp.where(bad, 0, t)  # memory-safe gather; those rows become NaN below
+    t, bad = index_values(fn, xp, target, (n,), 0, c, f"class indices of an input with C = {c}")
     x = xp.reshape(astype(xp, input, cd), (n, c))
     dev = device(x)
     classes = xp.reshape(xp.arange(c, dtype=xp.int64, device=dev), (1, c))
@@ -111,8 +106,8 @@ def _multi_margin_loss(
                 g = g * w_y[:, None]
             grad = g - xp.where(is_y, xp.sum(g, axis=1, keepdims=True), 0.0)
         # NaN propagates: any NaN score in a row of C >= 2 classes enters its loss
-        nan_rows = bad | (xp.any(xp.isnan(x), axis=1) & (c > 1))
-        return nan_where(xp, nan_rows, loss, grad)
+        nan_rows = xp.any(xp.isnan(x), axis=1) & (c > 1)
+        return nan_where(xp, nan_rows if bad is None else nan_rows | bad, loss, grad)
 
     loss_raw, grad_raw = run_core(core, x, bool(argnums))
     return finish(

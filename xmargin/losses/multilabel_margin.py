@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backends
-from .._config import check_values_enabled
 from .._errors import XMarginValueError
 from .._xp import astype, check_p, check_real, compute_dtype, resolve_reduction, shape_str
-from ._checks import check_index_range
 from ._rowwise import (
     check_index_dtype,
     class_weight,
     finish,
     index_target,
+    index_values,
     nan_where,
     run_core,
     scores_as_matrix,
@@ -111,12 +110,8 @@ def _multilabel_margin_loss(
     hinge = backends.resolve(backend, input)
 
     k = t_shape[-1] if t_shape else 1
-    t = xp.reshape(xp.astype(target, xp.int64), (n, k))
-    bad_value = (t < -1) | (t >= c)
-    if check_values_enabled():
-        check_index_range(fn, xp, target, -1, c, "targets of an input with C = " + str(c))
-    bad_rows = xp.any(bad_value, axis=1)
-    t = xp.where(bad_value, -1, t)  # backends only ever see values in [-1, C)
+    # backends only ever see values in [-1, C)
+    t, bad_rows = index_values(fn, xp, target, (n, k), -1, c, f"targets of an input with C = {c}")
     x = xp.reshape(astype(xp, input, cd), (n, c))
 
     def core(x: Array, want_grad: bool) -> tuple[Array, Array | None]:

@@ -1,0 +1,169 @@
+"""Every hinge backend against the others, the oracle and PyTorch: values and gradients over
+shapes (T = 0, T = C, T = 2000, duplicates, values after the terminator), dtypes and options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xmargin
+from xmargin import backends
+
+import oracle
+from conftest import assert_close
+
+torch = pytest.importorskip("torch")
+
+CPU_BACKENDS = ["reference", "portable"]
+# per-dtype tolerances, relative to the float64 oracle
+TOL = {"float64": 1e-12, "float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+def _problem(n, c, k, seed, dtype=np.float64, grid=False):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-4, 5, size=(n, c)) / 2 if grid else rng.normal(size=(n, c))
+    t = rng.integers(-1, c, size=(n, k))
+    return x.astype(dtype), t
+
+
+SHAPES = {
+    "C=1": (3, 1, 1),
+    "C=7,K=C": (5, 7, 7),
+    "K<C": (6, 13, 4),
+    "K>C": (4, 5, 9),
+    "T=0": (3, 6, 0),
+    "N=1": (1, 17, 17),
+    "N=0": (0, 5, 5),
+    "wide": (3, 700, 50),
+}
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("margin", [1.0, 0.25, -0.5])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backend_against_oracle(backend, shape, p, margin, weighted):
+    n, c, k = SHAPES[shape]
+    x, t = _problem(n, c, k, seed=hash((shape, p)) % 1000, grid=True)
+    if n >= 2 and k >= 3:
+        t[0, :3] = [c - 1, c - 1, -1]  # a duplicate then the terminator
+        t[1, 0] = -1  # an empty row, values after the terminator
+    weight = np.linspace(-1.0, 2.0, c) if weighted else None
+    hinge = backends.get(backend).load()
+    loss, grad = hinge(x, t, margin=margin, p=p, weight=weight, want_grad=True)
+    ref_loss, ref_grad = oracle.multilabel_margin_dense(x, t, margin=margin, p=p, weight=weight)
+    what = f"{backend} {shape} p={p} margin={margin} weighted={weighted}"
+    assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12, what=f"loss {what}")
+    assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12, what=f"grad {what}")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("shape", ["C=1", "C=7,K=C", "N=1", "wide"])
+def test_backend_against_torch(backend, shape, reduction):
+    """PyTorch's own layout (K = C), through the public loss with backend=, values and
+    autograd gradients in float64."""
+    n, c, _ = SHAPES[shape]
+    x, t = _problem(n, c, c, seed=5)
+    xt = torch.tensor(x, requires_grad=True)
+    xr = torch.tensor(x, requires_grad=True)
+    ours = xmargin.multilabel_margin_loss(xt, torch.tensor(t), reduction=reduction, backend=backend)
+    ref = torch.nn.functional.multilabel_margin_loss(xr, torch.tensor(t), reduction=reduction)
+    assert_close(ours.detach(), ref.detach(), rtol=1e-12, atol=1e-12, what=f"{backend} value")
+    ours.sum().backward()
+    ref.sum().backward()
+    assert_close(xt.grad, xr.grad, rtol=1e-12, atol=1e-12, what=f"{backend} grad")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(("n", "c", "t"), [(3, 300, 300), (2, 4000, 2000)])
+def test_large_t(backend, n, c, t):
+    """T = C and T = 2000: float64 exact, float32 within 1e-5 of the float64 oracle."""
+    rng = np.random.default_rng(t)
+    x = rng.normal(scale=2.0, size=(n, c))
+    target = np.full((n, c), -1)
+    target[:, :t] = np.argsort(rng.random((n, c)), axis=1)[:, :t]
+    hinge = backends.get(backend).load()
+    for dtype, tol in (("float64", 1e-12), ("float32", TOL["float32"])):
+        xd = x.astype(dtype)
+        ref_loss, ref_grad = oracle.multilabel_margin_dense(xd, target)
+        loss, grad = hinge(xd, target, margin=1.0, p=1, weight=None, want_grad=True)
+        assert_close(loss, ref_loss, rtol=tol, atol=0, what=f"{backend} T={t} {dtype} loss")
+        # float32 gradients are hinge counts: exact, since comparisons are exact
+        assert_close(grad, ref_grad, rtol=tol, atol=0, what=f"{backend} T={t} {dtype} grad")
+    # and the dense oracle itself agrees with PyTorch on these sizes
+    ref64, _ = oracle.multilabel_margin_dense(x, target)
+    big = torch.nn.functional.multilabel_margin_loss(
+        torch.tensor(x), torch.tensor(target), reduction="none"
+    )
+    assert_close(ref64 / c, big, rtol=1e-12, atol=0, what="dense oracle vs torch")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("target_dtype", ["int32", "int64", "uint8"])
+def test_dtypes_through_the_loss(backend, dtype, target_dtype):
+    x, t = _problem(4, 9, 6, seed=11)
+    xt = torch.tensor(x).to(getattr(torch, dtype))
+    ref = xmargin.multilabel_margin_loss(
+        xt.double(), torch.tensor(t), reduction="none", backend="portable"
+    )
+    tt = torch.tensor(np.where(t < 0, -1, t)).to(getattr(torch, target_dtype))
+    if target_dtype == "uint8":  # no -1 in uint8: pad with K columns of a full row instead
+        tt = torch.tensor(t.clip(0)).to(torch.uint8)
+        ref = xmargin.multilabel_margin_loss(
+            xt.double(), torch.tensor(t.clip(0)), reduction="none", backend="portable"
+        )
+    leaf = xt.clone().requires_grad_()
+    out = xmargin.multilabel_margin_loss(leaf, tt, reduction="none", backend=backend)
+    assert out.dtype == xt.dtype
+    assert_close(out.detach().double(), ref, rtol=TOL[dtype], atol=TOL[dtype], what=f"{dtype}")
+    out.sum().backward()
+    assert leaf.grad.dtype == xt.dtype
+
+
+def test_reference_float32_uses_exact_comparisons():
+    """Ties at the margin in float32: a hinge of exactly 0 has zero gradient, as in float64."""
+    x = np.array([[0.1, 1.1, 2.1, 1.1]], dtype=np.float32)
+    t = np.array([[1, -1, 0, 0]])
+    hinge = backends.get("reference").load()
+    loss32, grad32 = hinge(x, t, margin=1.0, p=1, weight=None, want_grad=True)
+    ref_loss, ref_grad = oracle.multilabel_margin_dense(x.astype(np.float64), t)
+    assert_close(loss32, ref_loss, rtol=1e-7, atol=1e-7, what="float32 ties loss")
+    assert_close(grad32, ref_grad, rtol=0, atol=0, what="float32 ties grad")
+
+
+def test_reference_reads_torch_tensors_without_copying():
+    from xmargin.adapters.dlpack import from_numpy_like, to_numpy
+
+    xt = torch.randn(3, 5)
+    view = to_numpy(xt)
+    assert view.ctypes.data == xt.data_ptr()
+    back = from_numpy_like(view, xt)
+    assert isinstance(back, torch.Tensor) and back.data_ptr() == xt.data_ptr()
+    leaf = torch.randn(2, 3, requires_grad=True)
+    assert to_numpy(leaf).shape == (2, 3)  # detached, not refused
+
+
+def test_autograd_computes_the_gradient_in_the_forward_pass():
+    calls = []
+    reference = backends.get("reference").load()
+
+    def spy(x, t, **kw):
+        calls.append(kw["want_grad"])
+        return reference(x, t, **kw)
+
+    backends.register("spy", spy, supports=lambda x: None)
+    try:
+        x = torch.randn(4, 6, requires_grad=True)
+        t = torch.tensor([[0, 1, -1], [2, -1, 0], [5, 5, 4], [-1, 0, 0]])
+        loss = xmargin.multilabel_margin_loss(x, t, backend="spy")
+        loss.backward()
+        assert calls == [True]  # one pass: loss and gradient together
+        calls.clear()
+        with torch.no_grad():
+            xmargin.multilabel_margin_loss(x, t, backend="spy")
+        assert calls == [False]
+    finally:
+        backends.unregister("spy")

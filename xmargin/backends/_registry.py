@@ -1,0 +1,400 @@
+"""The backend registry: what exists, what can run here and on these arrays, and the choice."""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .._errors import XMarginTypeError, XMarginValueError
+
+HingeFn = Callable[..., tuple[Any, Any]]
+Reason = str | None  # None: usable; otherwise why not
+
+_ENV = "XMARGIN_BACKEND"
+_SCOPED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "xmargin_backend", default=None
+)
+
+
+# --------------------------------------------------------------------------------------------
+# what the scores are, without importing anything
+# --------------------------------------------------------------------------------------------
+def array_kind(x: Any) -> tuple[str, str]:
+    """(framework, device type) of an array, e.g. ("torch", "cuda"), ("numpy", "cpu")."""
+    mod = type(x).__module__.split(".")[0]
+    if mod == "numpy":
+        return "numpy", "cpu"
+    if mod == "torch" and "torch" in sys.modules:
+        return "torch", x.device.type
+    if mod == "cupy" and "cupy" in sys.modules:
+        return "cupy", "cuda"
+    if mod in ("jax", "jaxlib"):
+        return "jax", "any"
+    if mod == "dask":
+        return "dask", "any"
+    if mod == "array_api_strict":
+        return "array_api_strict", "cpu"
+    return mod, "unknown"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_DEVICE_REASON: list[Reason] = []
+
+
+def cuda_device_reason(probe: bool = False) -> Reason:
+    """None when a CUDA device is visible, else why not.
+
+    Asks torch or CuPy only if already imported (or ``probe=True``, as ``python -m xmargin
+    info`` does); otherwise looks for the NVIDIA driver's device list.
+    """
+    if _DEVICE_REASON:
+        return _DEVICE_REASON[0]
+    reason: Reason = "no CUDA device (no NVIDIA driver found)"
+    known = False
+    if "torch" in sys.modules or (probe and _installed("torch")):
+        torch = importlib.import_module("torch")
+        known = True
+        if torch.cuda.is_available():
+            reason = None
+        else:
+            reason = "no CUDA device (torch.cuda.is_available() is False)"
+    if reason is not None and ("cupy" in sys.modules or (probe and _installed("cupy"))):
+        try:
+            cupy = importlib.import_module("cupy")
+            count = cupy.cuda.runtime.getDeviceCount()
+            known = True
+            reason = None if count > 0 else "no CUDA device (CuPy sees 0 devices)"
+        except Exception as exc:  # CuPy without a driver raises here
+            known = True
+            reason = f"no CUDA device (CuPy: {type(exc).__name__})"
+    if not known:
+        gpus = "/proc/driver/nvidia/gpus"
+        if os.path.isdir(gpus) and os.listdir(gpus):
+            reason = None
+    if known or reason is not None:
+        _DEVICE_REASON.append(reason)  # definitive: cache it
+    return reason
+
+
+# --------------------------------------------------------------------------------------------
+# backends
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Backend:
+    """A registered implementation of the pairwise hinge.
+
+    ``load()`` returns the hinge function (imported on first use); ``status()`` says whether
+    it can run in this process at all (None: yes); ``supports(x)`` whether it can run on scores
+    ``x`` (None: yes).
+    """
+
+    name: str
+    load: Callable[[], HingeFn]
+    status: Callable[[], Reason]
+    supports: Callable[[Any], Reason]
+    description: str = ""
+    builtin: bool = field(default=False)
+
+    def reason(self, x: Any = None) -> Reason:
+        why = self.status()
+        if why is None and x is not None:
+            why = self.supports(x)
+        return why
+
+
+def _always(*_: Any) -> Reason:
+    return None
+
+
+def _module_loader(module: str) -> Callable[[], HingeFn]:
+    def load() -> HingeFn:
+        return importlib.import_module(module).hinge
+
+    return load
+
+
+def _reference_supports(x: Any) -> Reason:
+    kind = array_kind(x)
+    if kind in (("numpy", "cpu"), ("torch", "cpu")):
+        return None
+    return f"reference runs on NumPy arrays and torch CPU tensors, got {kind[0]} on {kind[1]}"
+
+
+def _gpu_status(module: str, package: str, extra: str) -> Callable[[], Reason]:
+    def status() -> Reason:
+        if not _installed(package):
+            return f"{package} is not installed (pip install 'xmargin[{extra}]')"
+        if not _installed(module):
+            return f"not available in this xmargin version ({module} is missing)"
+        if package == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
+            return None  # the interpreter runs kernels on the CPU
+        return cuda_device_reason()
+
+    return status
+
+
+def _triton_supports(x: Any) -> Reason:
+    kind = array_kind(x)
+    if kind == ("torch", "cuda") or kind[0] == "cupy":
+        return None
+    if kind == ("torch", "cpu") and os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    if kind == ("torch", "cpu"):
+        return "triton needs CUDA tensors (set TRITON_INTERPRET=1 to run its kernels on the CPU)"
+    return f"triton runs on torch CUDA tensors and CuPy arrays, got {kind[0]} on {kind[1]}"
+
+
+def _cupy_supports(x: Any) -> Reason:
+    kind = array_kind(x)
+    if kind == ("torch", "cuda") or kind[0] == "cupy":
+        return None
+    return f"cupy runs on CuPy arrays and torch CUDA tensors, got {kind[0]} on {kind[1]}"
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def _add_builtin(backend: Backend) -> None:
+    _REGISTRY[backend.name] = backend
+
+
+_add_builtin(
+    Backend(
+        "reference",
+        _module_loader("xmargin.backends.reference"),
+        _always,
+        _reference_supports,
+        "NumPy CPU kernel, O(C log T) per sample, float64 accumulation",
+        builtin=True,
+    )
+)
+_add_builtin(
+    Backend(
+        "portable",
+        _module_loader("xmargin.backends.portable"),
+        _always,
+        _always,
+        "pure array-API code, any namespace and device",
+        builtin=True,
+    )
+)
+_add_builtin(
+    Backend(
+        "triton",
+        _module_loader("xmargin.backends.triton"),
+        _gpu_status("xmargin.backends.triton", "triton", "triton"),
+        _triton_supports,
+        "Triton GPU kernels (torch CUDA tensors; CuPy through DLPack)",
+        builtin=True,
+    )
+)
+_add_builtin(
+    Backend(
+        "cupy",
+        _module_loader("xmargin.backends.cupy"),
+        _gpu_status("xmargin.backends.cupy", "cupy", "cuda12"),
+        _cupy_supports,
+        "CuPy raw-CUDA kernels (CuPy arrays; torch CUDA through DLPack)",
+        builtin=True,
+    )
+)
+
+
+def register(
+    name: str,
+    impl: HingeFn,
+    *,
+    supports: Callable[[Any], Reason] | None = None,
+    description: str = "",
+    replace: bool = False,
+) -> None:
+    """Register a third-party implementation of the pairwise hinge under ``name``.
+
+    ``impl(x, t, *, margin, p, weight, want_grad) -> (loss_raw, grad_raw | None)`` follows the
+    kernel contract (see the module docstring). ``supports(x)`` returns None when ``impl`` can
+    run on scores ``x``, else the reason (default: any array). A registered backend is used only
+    when asked for by name (``backend=``, :func:`use_backend`, ``XMARGIN_BACKEND``).
+
+    >>> import xmargin
+    >>> from xmargin.backends import portable
+    >>> xmargin.backends.register("mine", portable.hinge)
+    >>> "mine" in xmargin.backends.available()
+    True
+    >>> xmargin.backends.unregister("mine")
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise XMarginValueError(
+            f"register: argument 'name' must be an identifier string, got {name!r}"
+        )
+    if not callable(impl):
+        raise XMarginTypeError(
+            f"register: argument 'impl' must be callable (the hinge kernel), got {impl!r}"
+        )
+    existing = _REGISTRY.get(name)
+    if existing is not None and (existing.builtin or not replace):
+        why = "a built-in backend" if existing.builtin else "taken (pass replace=True)"
+        raise XMarginValueError(f"register: backend name {name!r} is {why}")
+    _REGISTRY[name] = Backend(
+        name, lambda: impl, _always, supports or _always, description or "registered"
+    )
+    _AUTO_CACHE.clear()
+
+
+def unregister(name: str) -> None:
+    """Remove a backend added with :func:`register`."""
+    existing = _REGISTRY.get(name)
+    if existing is None or existing.builtin:
+        raise XMarginValueError(f"unregister: {name!r} is not a registered third-party backend")
+    del _REGISTRY[name]
+
+
+def get(name: str) -> Backend:
+    """The :class:`Backend` called ``name`` (ValueError listing the known names if none)."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise XMarginValueError(
+            f"unknown backend {name!r}; known backends: {', '.join(map(repr, _REGISTRY))}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# reports
+# --------------------------------------------------------------------------------------------
+class BackendStatus(NamedTuple):
+    name: str
+    usable: bool
+    reason: str
+    description: str
+
+
+class Explanation(list):
+    """A list of :class:`BackendStatus`, printed as a table."""
+
+    def __str__(self) -> str:
+        rows = [
+            ("backend", "usable", "why / what"),
+            *((s.name, "yes" if s.usable else "no", s.reason) for s in self),
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(2)]
+        return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
+
+
+def explain(x: Any = None) -> Explanation:
+    """Every known backend, whether it is usable (on scores ``x``, if given) and why (not).
+
+    >>> import xmargin
+    >>> print(xmargin.backends.explain())  # doctest: +SKIP
+    backend    usable  why / what
+    reference  yes     NumPy CPU kernel, O(C log T) per sample, float64 accumulation
+    portable   yes     pure array-API code, any namespace and device
+    triton     no      triton is not installed (pip install 'xmargin[triton]')
+    cupy       no      cupy is not installed (pip install 'xmargin[cuda12]')
+    """
+    out = Explanation()
+    for b in _REGISTRY.values():
+        why = b.reason(x)
+        out.append(BackendStatus(b.name, why is None, why or b.description, b.description))
+    return out
+
+
+def available(x: Any = None) -> list[str]:
+    """Names of the backends usable in this process (and on scores ``x``, if given)."""
+    return [b.name for b in _REGISTRY.values() if b.reason(x) is None]
+
+
+# --------------------------------------------------------------------------------------------
+# choosing
+# --------------------------------------------------------------------------------------------
+@contextmanager
+def use_backend(name: str | None) -> Iterator[None]:
+    """Use backend ``name`` for the hinge inside this block (None: automatic dispatch).
+
+    Scoped with contextvars: threads and async tasks do not see each other's choice. A
+    ``backend=`` argument on a call still wins.
+
+    >>> import numpy as np, xmargin
+    >>> with xmargin.use_backend("portable"):
+    ...     round(float(xmargin.multilabel_margin_loss(np.array([[0.1, 0.2, 0.4, 0.8]]),
+    ...                                                np.array([[3, 0, -1, 1]]))), 6)
+    0.85
+    """
+    if name is not None:
+        get(name)  # unknown names fail here, not at the first call
+    token = _SCOPED.set(name)
+    try:
+        yield
+    finally:
+        _SCOPED.reset(token)
+
+
+_AUTO_CACHE: dict[tuple[type, str], str] = {}
+
+_AUTO_ORDER = {
+    ("torch", "cuda"): ("triton", "cupy", "portable"),
+    ("cupy", "cuda"): ("cupy", "triton", "portable"),
+    ("numpy", "cpu"): ("reference",),
+    ("torch", "cpu"): ("reference", "portable"),
+}
+
+
+def _automatic(x: Any) -> str:
+    kind = array_kind(x)
+    key = (type(x), kind[1])
+    name = _AUTO_CACHE.get(key)
+    if name is None:
+        for candidate in _AUTO_ORDER.get(kind, ("portable",)):
+            if _REGISTRY[candidate].reason(x) is None:
+                name = candidate
+                break
+        else:
+            name = "portable"
+        _AUTO_CACHE[key] = name
+    return name
+
+
+def choice(backend: str | None) -> tuple[str | None, str]:
+    """The explicitly requested backend name, if any, and where the request came from."""
+    if backend is not None:
+        return backend, "backend="
+    scoped = _SCOPED.get()
+    if scoped is not None:
+        return scoped, "use_backend()"
+    env = os.environ.get(_ENV, "").strip()
+    if env:
+        return env, f"the {_ENV} environment variable"
+    return None, "automatic dispatch"
+
+
+def resolve(backend: str | None, x: Any, fn: str = "multilabel_margin_loss") -> HingeFn:
+    """The hinge implementation for scores ``x``, honouring ``backend``, :func:`use_backend`
+    and ``XMARGIN_BACKEND`` in that order, else automatic dispatch."""
+    name, source = choice(backend)
+    if name is None:
+        return _REGISTRY[_automatic(x)].load()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise XMarginValueError(
+            f"{fn}: unknown backend {name!r} (from {source}); valid choices: "
+            f"{', '.join(map(repr, _REGISTRY))}"
+        )
+    why = _REGISTRY[name].reason(x)
+    if why is not None:
+        usable = available(x)
+        raise XMarginValueError(
+            f"{fn}: backend {name!r} (from {source}) cannot run here: {why}. Valid choices "
+            f"for these arrays: {', '.join(map(repr, usable))}"
+        )
+    return _REGISTRY[name].load()
