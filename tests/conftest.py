@@ -8,6 +8,18 @@ import os
 import numpy as np
 import pytest
 
+# Triton kernels run on the CPU through Triton's interpreter when no CUDA device is present.
+# The variable must be set before triton is first imported (it decides at decoration time), so
+# it is set here, before any test module imports anything.
+if "TRITON_INTERPRET" not in os.environ:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+    except ImportError:
+        pass
+
 # Hypothesis: a fixed, CI-sized budget; `HYPOTHESIS_PROFILE=thorough` for more examples.
 try:
     from hypothesis import HealthCheck, settings

@@ -5,9 +5,11 @@ Scores are drawn on a grid of halves so that exact ties (a hinge of exactly 0) a
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xmargin.backends import portable, reference
@@ -16,6 +18,37 @@ import oracle
 from conftest import assert_close
 
 BACKENDS = {"portable": portable.hinge, "reference": reference.hinge}
+
+
+def _triton_on_numpy(x, t, **kw):
+    """The triton backend on NumPy inputs: through torch tensors on the GPU, or on the CPU
+    under Triton's interpreter."""
+    import torch
+
+    from xmargin.backends import triton as tb
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    w = kw.pop("weight")
+    loss, grad = tb.hinge(
+        torch.from_numpy(x).to(device),
+        torch.from_numpy(t).to(device),
+        weight=None if w is None else torch.from_numpy(w).to(device),
+        **kw,
+    )
+    return loss.cpu().numpy(), None if grad is None else grad.cpu().numpy()
+
+
+try:
+    import torch
+    import triton  # noqa: F401
+
+    TRITON = os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
+except ImportError:
+    TRITON = False
+if TRITON:
+    BACKENDS["triton"] = _triton_on_numpy
+# the interpreter is slow: fewer examples for the Triton kernel on the CPU
+FEW = settings(max_examples=30, deadline=None)
 
 
 @st.composite
@@ -42,9 +75,20 @@ def hinge_problems(draw):
     return x, t, margin, p, weight
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
 @given(problem=hinge_problems())
 def test_hinge_matches_oracle(backend, problem):
+    _check_against_oracle(backend, problem)
+
+
+@pytest.mark.skipif(not TRITON, reason="triton: needs a CUDA device or TRITON_INTERPRET=1")
+@given(problem=hinge_problems())
+@FEW
+def test_triton_hinge_matches_oracle(problem):
+    _check_against_oracle("triton", problem)
+
+
+def _check_against_oracle(backend, problem):
     x, t, margin, p, weight = problem
     n, c = x.shape
     loss, grad = BACKENDS[backend](x, t, margin=margin, p=p, weight=weight, want_grad=True)
@@ -58,7 +102,7 @@ def test_hinge_matches_oracle(backend, problem):
     assert_close(loss_only, loss, rtol=0, atol=0, what=f"{backend} loss without grad")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
 @given(
     seed=st.integers(0, 2**32 - 1),
     c=st.integers(2, 300),

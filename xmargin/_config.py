@@ -10,7 +10,8 @@ that has validated its data once can switch them off::
         ...
 
 The environment variable ``XMARGIN_CHECK_VALUES=0`` sets the process default. Shape, dtype and
-namespace checks are never switched off. With value checks off, an out-of-range target is not
+namespace checks are never switched off. Under ``torch.compile`` value checks are skipped (they
+would break the graph); validate targets once outside the compiled function. With value checks off, an out-of-range target is not
 reported; the affected sample's loss and gradient come out NaN instead (never an out-of-bounds
 read and never a silently wrong number).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -69,6 +71,12 @@ def options(*, check_values: bool) -> Iterator[None]:
 
 
 def check_values_enabled() -> bool:
-    """Whether value checks (which may synchronise a device) are on in this context."""
+    """Whether value checks (which may synchronise a device) are on in this context.
+
+    Always off while torch.compile traces: a check would read values (a graph break).
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.compiler.is_compiling():
+        return False
     scoped = _SCOPED.get()
     return _GLOBAL["check_values"] if scoped is None else scoped

@@ -12,7 +12,7 @@ import sys
 import warnings
 from typing import Any
 
-from array_api_compat import array_namespace, is_array_api_obj, is_torch_array
+from array_api_compat import array_namespace, is_array_api_obj
 from array_api_compat import device as _device
 
 from ._errors import XMarginTypeError, XMarginValueError
@@ -92,7 +92,27 @@ def _type_name(a: Any) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
+def is_torch(a: Any) -> bool:
+    """A torch tensor? (without importing torch, and cheap for torch.compile to trace)"""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(a, torch.Tensor)
+
+
+def _namespace(a: Any) -> Namespace:
+    if is_torch(a):  # the common case under torch.compile: skip array_namespace's lookups
+        from array_api_compat import torch as torch_namespace
+
+        return torch_namespace
+    return array_namespace(a)
+
+
+def _device_of(a: Any) -> Any:
+    return a.device if is_torch(a) else _device(a)
+
+
 def namespace_of(fn: str, name: str, a: Any) -> Namespace:
+    if is_torch(a):
+        return _namespace(a)
     if not is_array_api_obj(a):
         raise XMarginTypeError(
             f"{fn}: argument '{name}' must be an array (NumPy, PyTorch, CuPy, JAX, Dask or any "
@@ -109,8 +129,8 @@ def same_namespace(
     Python scalars and (nested) lists are converted to ``ref``'s namespace and device. Arrays of
     another namespace or device are refused: xmargin never moves data behind your back.
     """
-    dev = _device(ref)
-    if not is_array_api_obj(a):
+    dev = _device_of(ref)
+    if not (is_torch(a) or is_array_api_obj(a)):
         if isinstance(a, (numbers.Number, list, tuple)):
             try:
                 return xp.asarray(a, dtype=dtype, device=dev)
@@ -123,7 +143,7 @@ def same_namespace(
             f"({_type_name(ref)}), got {_type_name(a)}"
         )
     try:
-        xp_a = array_namespace(a)
+        xp_a = _namespace(a)
     except TypeError as exc:
         raise XMarginTypeError(f"{fn}: argument '{name}': {exc}") from exc
     if xp_a is not xp:
@@ -132,7 +152,7 @@ def same_namespace(
             f"{_type_name(ref)}; pass arrays of one framework (convert '{name}' first, e.g. "
             "with from_dlpack or asarray)"
         )
-    dev_a = _device(a)
+    dev_a = _device_of(a)
     if dev_a != dev:
         raise XMarginValueError(
             f"{fn}: argument '{name}' is on device {dev_a} but '{ref_name}' is on device {dev}; "
@@ -141,13 +161,20 @@ def same_namespace(
     return a
 
 
+def compiling() -> bool:
+    """True while torch.compile traces the code (value checks and Python-side state such as
+    context variables are off limits then)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
 def device(a: Array) -> Any:
-    return _device(a)
+    return _device_of(a)
 
 
 def requires_grad(a: Array) -> bool:
     """True for a torch tensor that autograd is tracking in this context."""
-    if not is_torch_array(a) or not a.requires_grad:
+    if not is_torch(a) or not a.requires_grad:
         return False
     import torch  # already imported: `a` is a torch tensor
 
@@ -155,7 +182,7 @@ def requires_grad(a: Array) -> bool:
 
 
 def detach(a: Array) -> Array:
-    return a.detach() if is_torch_array(a) else a
+    return a.detach() if is_torch(a) else a
 
 
 # --------------------------------------------------------------------------------------------

@@ -107,6 +107,9 @@ class Backend:
     supports: Callable[[Any], Reason]
     description: str = ""
     builtin: bool = field(default=False)
+    half_precision: bool = False  # takes float16/bfloat16 scores as they are
+    grad_in_backward: bool = False  # under autograd: loss-only forward, a second (scaled) pass
+    # in backward; for memory-bound devices (see xmargin.adapters.torch)
 
     def reason(self, x: Any = None) -> Reason:
         why = self.status()
@@ -141,7 +144,10 @@ def _gpu_status(module: str, package: str, extra: str) -> Callable[[], Reason]:
             return f"not available in this xmargin version ({module} is missing)"
         if package == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
             return None  # the interpreter runs kernels on the CPU
-        return cuda_device_reason()
+        why = cuda_device_reason()
+        if why is not None and package == "triton":
+            why += "; set TRITON_INTERPRET=1 to run the Triton kernels on the CPU"
+        return why
 
     return status
 
@@ -199,6 +205,8 @@ _add_builtin(
         _triton_supports,
         "Triton GPU kernels (torch CUDA tensors; CuPy through DLPack)",
         builtin=True,
+        half_precision=True,
+        grad_in_backward=True,
     )
 )
 _add_builtin(
@@ -209,6 +217,8 @@ _add_builtin(
         _cupy_supports,
         "CuPy raw-CUDA kernels (CuPy arrays; torch CUDA through DLPack)",
         builtin=True,
+        half_precision=True,
+        grad_in_backward=True,
     )
 )
 
@@ -379,12 +389,12 @@ def choice(backend: str | None) -> tuple[str | None, str]:
     return None, "automatic dispatch"
 
 
-def resolve(backend: str | None, x: Any, fn: str = "multilabel_margin_loss") -> HingeFn:
-    """The hinge implementation for scores ``x``, honouring ``backend``, :func:`use_backend`
-    and ``XMARGIN_BACKEND`` in that order, else automatic dispatch."""
+def resolve(backend: str | None, x: Any, fn: str = "multilabel_margin_loss") -> Backend:
+    """The backend for scores ``x``, honouring ``backend``, :func:`use_backend` and
+    ``XMARGIN_BACKEND`` in that order, else automatic dispatch."""
     name, source = choice(backend)
     if name is None:
-        return _REGISTRY[_automatic(x)].load()
+        return _REGISTRY[_automatic(x)]
     if not isinstance(name, str) or name not in _REGISTRY:
         raise XMarginValueError(
             f"{fn}: unknown backend {name!r} (from {source}); valid choices: "
@@ -397,4 +407,4 @@ def resolve(backend: str | None, x: Any, fn: str = "multilabel_margin_loss") -> 
             f"{fn}: backend {name!r} (from {source}) cannot run here: {why}. Valid choices "
             f"for these arrays: {', '.join(map(repr, usable))}"
         )
-    return _REGISTRY[name].load()
+    return _REGISTRY[name]

@@ -6,7 +6,17 @@ from typing import Any
 
 from .. import backends
 from .._errors import XMarginValueError
-from .._xp import astype, check_p, check_real, compute_dtype, resolve_reduction, shape_str
+from .._xp import (
+    astype,
+    check_p,
+    check_real,
+    compiling,
+    compute_dtype,
+    is_torch,
+    requires_grad,
+    resolve_reduction,
+    shape_str,
+)
 from ._rowwise import (
     check_index_dtype,
     class_weight,
@@ -14,7 +24,6 @@ from ._rowwise import (
     index_target,
     index_values,
     nan_where,
-    run_core,
     scores_as_matrix,
 )
 
@@ -107,18 +116,28 @@ def _multilabel_margin_loss(
     cd = compute_dtype(xp, input.dtype)
     w = class_weight(fn, xp, input, weight, c, cd)
     check_index_dtype(fn, xp, target)
-    hinge = backends.resolve(backend, input)
+    if compiling():  # torch.compile: resolved once, at trace time
+        from ..adapters.torch import backend_while_compiling
+
+        chosen = backends.get(backend_while_compiling(backend, input))
+    else:
+        chosen = backends.resolve(backend, input)
 
     k = t_shape[-1] if t_shape else 1
     # backends only ever see values in [-1, C)
     t, bad_rows = index_values(fn, xp, target, (n, k), -1, c, f"targets of an input with C = {c}")
-    x = xp.reshape(astype(xp, input, cd), (n, c))
+    # half precision goes to the backends that read it natively, the others get float32
+    x = xp.reshape(input if chosen.half_precision else astype(xp, input, cd), (n, c))
+    if is_torch(x):  # one torch.library op: autograd, torch.compile and opcheck
+        from ..adapters.torch import pairwise_hinge
 
-    def core(x: Array, want_grad: bool) -> tuple[Array, Array | None]:
-        loss, grad = hinge(x, t, margin=margin, p=p, weight=w, want_grad=want_grad)
-        loss = astype(xp, loss, x.dtype)
-        grad = None if grad is None else astype(xp, grad, x.dtype)
-        return nan_where(xp, bad_rows, loss, grad)
-
-    loss_raw, grad_raw = run_core(core, x, bool(argnums))
+        # the gradient in the forward pass, unless the backend recomputes it in backward
+        want_grad = bool(argnums) or (requires_grad(x) and not chosen.grad_in_backward)
+        loss_raw, grad_raw = pairwise_hinge(x, t, margin, p, w, want_grad, chosen.name)
+        grad_raw = grad_raw if bool(argnums) else None
+    else:
+        hinge = chosen.load()
+        loss_raw, grad_raw = hinge(x, t, margin=margin, p=p, weight=w, want_grad=bool(argnums))
+    loss_raw = astype(xp, loss_raw, cd)
+    loss_raw, grad_raw = nan_where(xp, bad_rows, loss_raw, grad_raw)
     return finish(xp, loss_raw, grad_raw, c=c, reduction=red, matrix_out=matrix, input=input)

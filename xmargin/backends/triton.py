@@ -1,0 +1,166 @@
+"""The ``triton`` backend: launches the Triton kernels of ``kernels/triton/multilabel_hinge.py``.
+
+Runs on torch CUDA tensors (CuPy arrays are viewed as torch tensors through DLPack, zero
+copy), and on torch CPU tensors when ``TRITON_INTERPRET=1`` (Triton's interpreter; that is how
+CI tests it without a GPU). Kernels go on torch's current stream; nothing here synchronises.
+
+Launch heuristics (one program per sample, the whole row looped over in chunks):
+
+* ``BLOCK_T`` (positive slots per threshold tile) = the next power of two >= K, clamped to
+  [16, 256] (64 for float64, whose thresholds are ranked by a BLOCK_T² comparison): one tile
+  holds every positive of a row in the common case, and tl.sort of 256 keys stays cheap. Rows
+  with more positives are processed tile by tile (each tile re-reads the row:
+  O(C · ⌈T / BLOCK_T⌉ · log BLOCK_T)).
+* ``BLOCK_C`` (classes per chunk) = the next power of two >= C, clamped to [128, 1024]
+  (512 for float64): wide enough to stream a row at full bandwidth, small enough to keep the
+  per-lane state in registers.
+* ``num_warps`` = 4 up to 512 classes per chunk, 8 above.
+* Scratch per row: a bitmap of positives (C/32 int32 words) and a tile's sorted thresholds and
+  prefix sums (about 5·BLOCK_T words); nothing of size N·T·C.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+from .._resources import kernels_dir
+
+__all__ = ["hinge", "launch_config"]
+
+_KERNELS: ModuleType | None = None
+
+
+def _kernels() -> ModuleType:
+    """The device code, imported once from the installed package or the source checkout."""
+    global _KERNELS
+    if _KERNELS is None:
+        name = "xmargin._kernels.triton.multilabel_hinge"
+        path = kernels_dir() / "triton" / "multilabel_hinge.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # Triton reads the source of @jit functions by module
+        spec.loader.exec_module(module)
+        _KERNELS = module
+    return _KERNELS
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+# Bounds of the heuristics below (module constants so that tests can force several tiles and
+# chunks on small problems).
+BLOCK_T_RANGE = (16, 256)
+BLOCK_C_RANGE = (128, 1024)
+
+
+def launch_config(n: int, c: int, k: int, is_f64: bool) -> dict[str, int]:
+    """Block sizes and warps for an (N, C) problem with K target columns (see module doc)."""
+    # float64 thresholds are ranked with a BLOCK_T² comparison (no 64-bit key packing): keep
+    # that in registers
+    t_max = min(BLOCK_T_RANGE[1], 64) if is_f64 else BLOCK_T_RANGE[1]
+    block_t = min(max(_next_pow2(max(k, 1)), BLOCK_T_RANGE[0]), max(t_max, BLOCK_T_RANGE[0]))
+    c_max = BLOCK_C_RANGE[1] // 2 if is_f64 else BLOCK_C_RANGE[1]
+    block_c = min(max(_next_pow2(c), BLOCK_C_RANGE[0]), max(c_max, BLOCK_C_RANGE[0]))
+    return {"BLOCK_T": block_t, "BLOCK_C": block_c, "num_warps": 4 if block_c <= 512 else 8}
+
+
+def _as_torch(a: Any) -> Any:
+    """torch tensors as they are; CuPy (or any DLPack CUDA array) as a zero-copy torch view."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return a
+    return torch.from_dlpack(a)
+
+
+def hinge(
+    x: Any,
+    t: Any,
+    *,
+    margin: float,
+    p: int,
+    weight: Any | None,
+    want_grad: bool,
+    grad_scale: Any | None = None,
+) -> tuple[Any, Any | None]:
+    """The kernel contract (DESIGN.md §5) on torch CUDA tensors or CuPy arrays (or torch CPU
+    tensors under ``TRITON_INTERPRET=1``). ``loss_raw`` is float32 (float64 for float64
+    scores); ``grad_raw`` has the scores' dtype. ``grad_scale`` (N,), if given, multiplies each
+    gradient row inside the kernel (autograd's grad_output, without another pass over C)."""
+    import torch
+    import triton.language as tl
+
+    from_cupy = not isinstance(x, torch.Tensor)
+    xt, tt = _as_torch(x), _as_torch(t)
+    if xt.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            "triton backend: scores must be CUDA tensors (or set TRITON_INTERPRET=1 to run the "
+            f"kernels on the CPU), got a tensor on {xt.device}"
+        )
+    n, c = xt.shape
+    k = tt.shape[1]
+    is_f64 = xt.dtype == torch.float64
+    acc = torch.float64 if is_f64 else torch.float32
+    loss = torch.empty((n,), dtype=acc, device=xt.device)
+    grad = torch.empty((n, c), dtype=xt.dtype, device=xt.device) if want_grad else None
+    if n == 0:
+        return _back(loss, grad, from_cupy)
+    if k == 0:
+        loss.zero_()
+        if grad is not None:
+            grad.zero_()
+        return _back(loss, grad, from_cupy)
+    cfg = launch_config(n, c, k, is_f64)
+    block_t = cfg["BLOCK_T"]
+    words = (c + 31) // 32
+    bits = torch.empty((n, words), dtype=torch.int32, device=xt.device)
+    ts = torch.empty((n, block_t), dtype=acc, device=xt.device)
+    cls = torch.empty((n, block_t), dtype=torch.int32, device=xt.device)
+    pre = torch.empty((n, 3, block_t + 1), dtype=acc, device=xt.device)
+    w = loss if weight is None else _as_torch(weight).to(device=xt.device, dtype=acc).contiguous()
+    g = grad if grad is not None else loss.view(1, n)  # never written without WANT_GRAD
+    scale = loss if grad_scale is None else _as_torch(grad_scale).to(acc).expand(n).contiguous()
+    _kernels().multilabel_hinge_kernel[(n,)](
+        xt,
+        xt.stride(0),
+        xt.stride(1),
+        tt,
+        tt.stride(0),
+        tt.stride(1),
+        w,
+        loss,
+        g,
+        g.stride(0),
+        g.stride(1),
+        bits,
+        words,
+        ts,
+        cls,
+        pre,
+        scale,
+        c,
+        k,
+        float(margin),
+        P=p,
+        HAS_WEIGHT=weight is not None,
+        WANT_GRAD=want_grad,
+        HAS_SCALE=grad_scale is not None,
+        F=tl.float64 if is_f64 else tl.float32,
+        BLOCK_C=cfg["BLOCK_C"],
+        BLOCK_T=block_t,
+        num_warps=cfg["num_warps"],
+    )
+    return _back(loss, grad, from_cupy)
+
+
+def _back(loss: Any, grad: Any | None, to_cupy: bool) -> tuple[Any, Any | None]:
+    if not to_cupy:
+        return loss, grad
+    import cupy
+
+    return cupy.from_dlpack(loss), None if grad is None else cupy.from_dlpack(grad)
