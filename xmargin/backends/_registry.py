@@ -62,31 +62,30 @@ def cuda_device_reason(probe: bool = False) -> Reason:
     """
     if _DEVICE_REASON:
         return _DEVICE_REASON[0]
-    reason: Reason = "no CUDA device (no NVIDIA driver found)"
-    known = False
+    seen: list[str] = []  # what each framework said
     if "torch" in sys.modules or (probe and _installed("torch")):
         torch = importlib.import_module("torch")
-        known = True
         if torch.cuda.is_available():
-            reason = None
-        else:
-            reason = "no CUDA device (torch.cuda.is_available() is False)"
-    if reason is not None and ("cupy" in sys.modules or (probe and _installed("cupy"))):
+            _DEVICE_REASON.append(None)
+            return None
+        seen.append("torch.cuda.is_available() is False")
+    if "cupy" in sys.modules or (probe and _installed("cupy")):
         try:
             cupy = importlib.import_module("cupy")
-            count = cupy.cuda.runtime.getDeviceCount()
-            known = True
-            reason = None if count > 0 else "no CUDA device (CuPy sees 0 devices)"
+            if cupy.cuda.runtime.getDeviceCount() > 0:
+                _DEVICE_REASON.append(None)
+                return None
+            seen.append("CuPy sees 0 devices")
         except Exception as exc:  # CuPy without a driver raises here
-            known = True
-            reason = f"no CUDA device (CuPy: {type(exc).__name__})"
-    if not known:
-        gpus = "/proc/driver/nvidia/gpus"
-        if os.path.isdir(gpus) and os.listdir(gpus):
-            reason = None
-    if known or reason is not None:
-        _DEVICE_REASON.append(reason)  # definitive: cache it
-    return reason
+            seen.append(f"CuPy: {type(exc).__name__}: {str(exc).split(':')[0]}")
+    if seen:
+        reason = f"no CUDA device ({'; '.join(seen)})"
+        _DEVICE_REASON.append(reason)  # a framework answered: definitive
+        return reason
+    gpus = "/proc/driver/nvidia/gpus"
+    if os.path.isdir(gpus) and os.listdir(gpus):
+        return None
+    return "no CUDA device (no NVIDIA driver found)"
 
 
 # --------------------------------------------------------------------------------------------

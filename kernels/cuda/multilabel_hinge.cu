@@ -1,0 +1,355 @@
+// The pairwise multilabel hinge in CUDA C++ (device code only; the launch lives in
+// xmargin/backends/cupy.py). Compiles with NVRTC (CuPy RawModule) and with nvcc; needs no
+// header, so it builds wherever NVRTC runs.
+//
+// One block of XM_THREADS threads per sample (row). With x the row's scores, t its targets and
+// T the number of entries before the first negative target (the positive slots, duplicates
+// included), the block computes
+//
+//     loss = sum_{k<T} W[t_k] * sum_{j negative} max(0, x_j - thr_k)^p,   thr_k = x[t_k] - margin
+//
+// and, when asked, d loss / d x (times an optional per-row factor), in O(C log T + T log T)
+// work (DESIGN.md section 5):
+//
+// 1. A bitmap of the row's positive classes (global scratch, integer atomicOr).
+// 2. The thresholds, in tiles of XM_TILE slots, bitonic-sorted in shared memory by
+//    (threshold, class) with their weights; prefix sums A0 = sum W, A1 = sum W*thr,
+//    A2 = sum W*thr^2 of the tile.
+// 3. Every class j (threads stride over the row): cnt_j = #{tile thresholds < x_j} by binary
+//    search in shared memory. A negative class adds A0[cnt]*x_j - A1[cnt] to the loss (p = 1;
+//    A0*x^2 - 2*x*A1 + A2 for p = 2) and gets gradient A0[cnt] (p = 1) or 2*(A0*x - A1)
+//    (p = 2); a histogram of cnt (counts, and for p = 2 sums of x) is kept in shared memory.
+// 4. The k-th sorted threshold has above_k = #{negatives x_j > thr_k} = sum_{v > k} hist[v]
+//    (x_j > thr_k <=> cnt_j > k), so its class gets -m*W*above_k (p = 1) or
+//    -2*m*W*sum_{x_j > thr_k}(x_j - thr_k) (p = 2), m counting the class's duplicates in the
+//    tile (adjacent after the sort); the first of each run writes.
+//
+// float16 / bfloat16 / float32 scores are compared in float32 against thresholds rounded
+// towards -inf (exact: no float32 lies strictly between a threshold and its rounded value) and
+// summed in float32; float64 scores use float64. Deterministic: counts use integer atomics, the
+// sums of x per bin are formed per warp in lane order and combined in warp order, and every
+// other reduction has a fixed tree. Every access is bounds-checked against the row, whatever
+// the targets hold.
+
+#define XM_THREADS 256
+#define XM_WARPS (XM_THREADS / 32)
+#define XM_TILE 256  // positive slots per tile: one per thread
+
+// 16-bit storage with the layouts of __half and __nv_bfloat16 (conversions in PTX, no header)
+struct xm_half {
+  unsigned short bits;
+};
+struct xm_bfloat16 {
+  unsigned short bits;
+};
+
+__device__ __forceinline__ float xm_to_float(float v) { return v; }
+__device__ __forceinline__ double xm_to_float(double v) { return v; }
+__device__ __forceinline__ float xm_to_float(xm_half v) {
+#ifdef XM_HOST_EMULATION  // tests/tools/cuda_emulator.cpp runs this file on the CPU
+  return xm_host_half_to_float(v.bits);
+#else
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+  return f;
+#endif
+}
+__device__ __forceinline__ float xm_to_float(xm_bfloat16 v) {
+  return __uint_as_float(((unsigned int)v.bits) << 16);
+}
+
+template <typename S> __device__ __forceinline__ S xm_from(float v);
+template <typename S> __device__ __forceinline__ S xm_from(double v);
+template <> __device__ __forceinline__ float xm_from<float>(float v) { return v; }
+template <> __device__ __forceinline__ double xm_from<double>(double v) { return v; }
+template <> __device__ __forceinline__ float xm_from<float>(double v) { return (float)v; }
+template <> __device__ __forceinline__ double xm_from<double>(float v) { return v; }
+template <> __device__ __forceinline__ xm_half xm_from<xm_half>(float v) {
+  xm_half h;
+#ifdef XM_HOST_EMULATION
+  h.bits = xm_host_float_to_half(v);
+#else
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(v));
+#endif
+  return h;
+}
+template <> __device__ __forceinline__ xm_bfloat16 xm_from<xm_bfloat16>(float v) {
+  xm_bfloat16 b;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(XM_HOST_EMULATION)
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b.bits) : "f"(v));
+#else
+  unsigned int u = __float_as_uint(v);
+  if ((u & 0x7fffffffu) > 0x7f800000u) {
+    b.bits = (unsigned short)((u >> 16) | 0x40u);  // quiet NaN
+  } else {
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    b.bits = (unsigned short)(u >> 16);
+  }
+#endif
+  return b;
+}
+
+__device__ __forceinline__ float xm_inf(float) { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ double xm_inf(double) { return __longlong_as_double(0x7ff0000000000000LL); }
+__device__ __forceinline__ float xm_nan(float) { return __int_as_float(0x7fc00000); }
+__device__ __forceinline__ double xm_nan(double) { return __longlong_as_double(0x7ff8000000000000LL); }
+
+// the threshold used in comparisons: float64 kept, else rounded towards -inf to float32
+__device__ __forceinline__ float xm_compare_threshold(double v, float) { return __double2float_rd(v); }
+__device__ __forceinline__ double xm_compare_threshold(double v, double) { return v; }
+
+template <typename A>
+__device__ __forceinline__ A xm_block_sum(A v, A* red) {
+  // fixed-order tree over the block: deterministic
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = XM_THREADS / 2; s > 0; s >>= 1) {
+    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  A out = red[0];
+  __syncthreads();
+  return out;
+}
+
+// Inclusive prefix sum over XM_TILE values in shared memory (one per thread), fixed pattern.
+template <typename A>
+__device__ __forceinline__ void xm_block_scan(A* a, A* tmp) {
+  for (int d = 1; d < XM_TILE; d <<= 1) {
+    A v = a[threadIdx.x];
+    if ((int)threadIdx.x >= d) v += a[threadIdx.x - d];
+    tmp[threadIdx.x] = v;
+    __syncthreads();
+    a[threadIdx.x] = tmp[threadIdx.x];
+    __syncthreads();
+  }
+}
+
+template <typename S, typename I, typename A>
+__device__ void multilabel_hinge_impl(
+    const S* __restrict__ x, long long sxn, long long sxc,  // scores (N, C), any strides
+    const I* __restrict__ t, long long stn, long long stk,  // targets (N, K) in [-1, C)
+    const A* __restrict__ weight,                           // (C,) or null
+    A* __restrict__ loss_out,                               // (N,)
+    S* __restrict__ grad, long long sgn, long long sgc,     // (N, C) or null
+    int* __restrict__ bits, long long words,                // (N, words) scratch bitmap
+    const A* __restrict__ scale,                            // (N,) or null: gradient factors
+    long long C, long long K, double margin, int p, int want_grad) {
+  __shared__ A s_cmp[XM_TILE];      // sorted thresholds for comparisons
+  __shared__ A s_thr[XM_TILE];      // the same thresholds for sums
+  __shared__ A s_w[XM_TILE];        // their weights
+  __shared__ int s_cls[XM_TILE];    // their classes
+  __shared__ A s_pre[3][XM_TILE + 1];
+  __shared__ A s_tmp[XM_TILE];
+  __shared__ int s_hist[XM_TILE];   // s_hist[u]: negatives with u + 1 thresholds below
+  __shared__ A s_histx[XM_WARPS][XM_TILE];  // per-warp sums of their scores (p = 2)
+  __shared__ A s_red[XM_THREADS];
+  __shared__ long long s_first_neg;
+
+  const long long row = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const S* x_row = x + row * sxn;
+  const I* t_row = t + row * stn;
+  int* b_row = bits + row * words;
+  const A inf = xm_inf(A(0));
+  const A g_scale = scale ? scale[row] : A(1);
+
+  // -- T: the index of the first negative target (K when there is none) -----------------------
+  if (tid == 0) s_first_neg = K;
+  __syncthreads();
+  long long limit = K;  // every thread reads the shared minimum between the same two barriers
+  for (long long k0 = 0; k0 < limit; k0 += XM_THREADS) {
+    long long k = k0 + tid;
+    if (k < K && t_row[k * stk] < 0) atomicMin(&s_first_neg, k);
+    __syncthreads();
+    limit = s_first_neg;
+    __syncthreads();
+  }
+  const long long n_pos = limit;
+
+  // -- 1. bitmap of the positive classes ----------------------------------------------------
+  for (long long w0 = tid; w0 < words; w0 += XM_THREADS) b_row[w0] = 0;
+  __syncthreads();
+  for (long long k = tid; k < n_pos; k += XM_THREADS) {
+    long long c = (long long)t_row[k * stk];
+    if (c >= 0 && c < C) atomicOr((unsigned int*)&b_row[c >> 5], 1u << (c & 31));
+  }
+  __syncthreads();
+
+  A loss_part = A(0);
+  int has_nan = 0, any_neg = 0;
+  for (long long s0 = 0; s0 < n_pos; s0 += XM_TILE) {
+    const int n_t = (int)min((long long)XM_TILE, n_pos - s0);
+    // -- 2. the tile's thresholds, sorted by (threshold, class) ---------------------------------
+    {
+      A cmp = inf, thr = A(0), w = A(0);
+      int cls = 0x7fffffff;
+      if (tid < n_t) {
+        long long c = (long long)t_row[(s0 + tid) * stk];
+        if (c >= 0 && c < C) {
+          double xc = (double)xm_to_float(x_row[c * sxc]);
+          cmp = xm_compare_threshold(xc - margin, A(0));
+          thr = (A)xm_to_float(x_row[c * sxc]) - (A)margin;
+          w = weight ? weight[c] : A(1);
+          cls = (int)c;
+        }
+      }
+      s_cmp[tid] = cmp;
+      s_thr[tid] = thr;
+      s_w[tid] = w;
+      s_cls[tid] = cls;
+      __syncthreads();
+      for (int size = 2; size <= XM_TILE; size <<= 1) {  // bitonic sort, one slot per thread
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+          int partner = tid ^ stride;
+          if (partner > tid) {
+            bool up = (tid & size) == 0;
+            A c0 = s_cmp[tid], c1 = s_cmp[partner];
+            int k0 = s_cls[tid], k1 = s_cls[partner];
+            // NaN compares false both ways: it stays put (NaN rows are overwritten below)
+            bool greater = (c0 > c1) || (c0 == c1 && k0 > k1);
+            if (greater == up) {
+              s_cmp[tid] = c1; s_cmp[partner] = c0;
+              s_cls[tid] = k1; s_cls[partner] = k0;
+              A a = s_thr[tid]; s_thr[tid] = s_thr[partner]; s_thr[partner] = a;
+              a = s_w[tid]; s_w[tid] = s_w[partner]; s_w[partner] = a;
+            }
+          }
+          __syncthreads();
+        }
+      }
+      A w_s = s_w[tid], thr_s = s_thr[tid];
+      s_pre[0][tid + 1] = w_s;
+      s_pre[1][tid + 1] = w_s != A(0) ? w_s * thr_s : A(0);
+      s_pre[2][tid + 1] = w_s != A(0) ? w_s * thr_s * thr_s : A(0);
+      if (tid == 0) s_pre[0][0] = s_pre[1][0] = s_pre[2][0] = A(0);
+      s_hist[tid] = 0;
+      for (int wp = 0; wp < XM_WARPS; ++wp) s_histx[wp][tid] = A(0);
+      __syncthreads();
+      for (int m = 0; m < 3; ++m) {
+        xm_block_scan(&s_pre[m][1], s_tmp);
+      }
+    }
+
+    // -- 3. every class against this tile -----------------------------------------------------
+    int top = 1;
+    while (top * 2 <= n_t) top <<= 1;
+    for (long long j0 = 0; j0 < C; j0 += XM_THREADS) {
+      const long long j = j0 + tid;
+      const bool in_row = j < C;
+      A xv = A(0);
+      bool neg = false;
+      int cnt = 0;
+      if (in_row) {
+        xv = (A)xm_to_float(x_row[j * sxc]);
+        neg = ((b_row[j >> 5] >> (j & 31)) & 1) == 0;
+        has_nan |= (xv != xv);
+        any_neg |= neg;
+        for (int step = top; step > 0; step >>= 1) {  // cnt = #{s_cmp[0..n_t) < xv}
+          int probe = cnt + step;
+          if (probe <= n_t && s_cmp[probe - 1] < xv) cnt = probe;
+        }
+      }
+      const bool hit = neg && cnt > 0;
+      A a0 = s_pre[0][cnt], a1 = s_pre[1][cnt];
+      A lin = a0 * xv - a1;
+      if (hit) loss_part += (p == 1) ? lin : a0 * xv * xv - A(2) * xv * a1 + s_pre[2][cnt];
+      if (want_grad) {
+        if (in_row) {
+          A g = hit ? ((p == 1) ? a0 : A(2) * lin) * g_scale : A(0);
+          S* gp = grad + row * sgn + j * sgc;
+          if (s0 > 0) g += (A)xm_to_float(*gp);  // later tiles add to earlier ones
+          *gp = xm_from<S>(g);
+        }
+        if (hit) atomicAdd(&s_hist[cnt - 1], 1);  // integer atomics: order-free
+        if (p == 2) {
+          // per-warp sums of x per bin, in lane order (deterministic); every lane takes part
+          // in every warp operation (lanes without a hit get a key no other lane has)
+          const unsigned int same = __match_any_sync(0xffffffffu, hit ? cnt : -1 - lane);
+          A sum = A(0);
+          for (int src = 0; src < 32; ++src) {
+            const A v = __shfl_sync(0xffffffffu, xv, src);
+            if ((same >> src) & 1u) sum += v;
+          }
+          if (hit && lane == __ffs(same) - 1) s_histx[warp][cnt - 1] += sum;
+          __syncwarp();
+        }
+      }
+    }
+    __syncthreads();
+
+    // -- 4. the tile's positives -------------------------------------------------------------
+    if (want_grad) {
+      // suffix sums over bins: above[k] = sum_{u >= k} hist[u] (= #{cnt > k})
+      A hx = A(0);
+      for (int wp = 0; wp < XM_WARPS; ++wp) hx += s_histx[wp][tid];  // warp order
+      s_tmp[tid] = hx;
+      __syncthreads();
+      // reverse inclusive scans of hist and hist_x, fixed pattern
+      for (int d = 1; d < XM_TILE; d <<= 1) {
+        int h = s_hist[tid];
+        A v = s_tmp[tid];
+        if (tid + d < XM_TILE) {
+          h += s_hist[tid + d];
+          v += s_tmp[tid + d];
+        }
+        __syncthreads();
+        s_hist[tid] = h;
+        s_tmp[tid] = v;
+        __syncthreads();
+      }
+      if (tid < n_t) {
+        const A above = (A)s_hist[tid];
+        const A w_s = s_w[tid];
+        A g_pos;
+        if (p == 1) {
+          g_pos = -w_s * above;
+        } else {
+          g_pos = above > A(0) ? A(-2) * w_s * (s_tmp[tid] - s_thr[tid] * above) : A(0);
+        }
+        const int c = s_cls[tid];
+        const bool first = (tid == 0) || (s_cls[tid - 1] != c);
+        if (first && c < C) {
+          int m = 1;
+          while (tid + m < n_t && s_cls[tid + m] == c) ++m;
+          S* gp = grad + row * sgn + (long long)c * sgc;
+          *gp = xm_from<S>((A)xm_to_float(*gp) + (A)m * g_pos * g_scale);
+        }
+      }
+      __syncthreads();
+    }
+  }
+
+  // -- the loss, rows without tiles, and the NaN rule (DESIGN.md section 3) --------------------
+  const A total = xm_block_sum(loss_part, s_red);
+  const int nan_any = __syncthreads_or(has_nan);
+  const int neg_any = __syncthreads_or(any_neg);
+  const bool nan_row = nan_any && neg_any && n_pos > 0;
+  if (tid == 0) loss_out[row] = nan_row ? xm_nan(A(0)) : total;
+  if (want_grad && (n_pos == 0 || nan_row)) {
+    const A fill = nan_row ? xm_nan(A(0)) : A(0);
+    for (long long j = tid; j < C; j += XM_THREADS) grad[row * sgn + j * sgc] = xm_from<S>(fill);
+  }
+}
+
+// -- entry points: score dtype x target dtype ----------------------------------------------------
+#define XM_ENTRY(NAME, S, I, A)                                                              \
+  extern "C" __global__ void __launch_bounds__(XM_THREADS) NAME(                               \
+      const S* x, long long sxn, long long sxc, const I* t, long long stn, long long stk,      \
+      const A* weight, A* loss, S* grad, long long sgn, long long sgc, int* bits,              \
+      long long words, const A* scale, long long C, long long K, double margin, int p,         \
+      int want_grad) {                                                                       \
+    multilabel_hinge_impl<S, I, A>(x, sxn, sxc, t, stn, stk, weight, loss, grad, sgn, sgc,    \
+                                   bits, words, scale, C, K, margin, p, want_grad);           \
+  }
+
+XM_ENTRY(xm_multilabel_hinge_f16_i32, xm_half, int, float)
+XM_ENTRY(xm_multilabel_hinge_f16_i64, xm_half, long long, float)
+XM_ENTRY(xm_multilabel_hinge_bf16_i32, xm_bfloat16, int, float)
+XM_ENTRY(xm_multilabel_hinge_bf16_i64, xm_bfloat16, long long, float)
+XM_ENTRY(xm_multilabel_hinge_f32_i32, float, int, float)
+XM_ENTRY(xm_multilabel_hinge_f32_i64, float, long long, float)
+XM_ENTRY(xm_multilabel_hinge_f64_i32, double, int, double)
+XM_ENTRY(xm_multilabel_hinge_f64_i64, double, long long, double)

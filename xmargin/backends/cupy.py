@@ -1,0 +1,174 @@
+"""The ``cupy`` backend: launches the raw CUDA kernels of ``kernels/cuda/multilabel_hinge.cu``.
+
+Runs on CuPy arrays, and on torch CUDA tensors (read and written in place through their device
+pointers, no copy; bfloat16 included, which CuPy itself lacks). The source is read from the
+installed package (``xmargin/_kernels``) or the source checkout, prefixed with a ``#line``
+directive so that compiler messages point at the ``.cu`` file, compiled by NVRTC through
+``cupy.RawModule`` once per (device, compute capability, source) and cached. Kernels go on the
+input's current stream: CuPy's current stream for CuPy arrays, torch's for torch tensors.
+Nothing here synchronises with the host.
+
+Launch: one block of 256 threads per sample (the kernel's ``XM_THREADS``), scratch of one bit
+per class and sample for the positives' bitmap; everything else lives in shared memory
+(18 KiB per block for float32 scores, 34 KiB for float64).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from .._resources import kernels_dir
+
+__all__ = ["cache_key", "entry_point", "hinge", "source"]
+
+THREADS = 256  # XM_THREADS in the kernel
+_SCORE_CODES = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
+_TARGET_CODES = {"int32": "i32", "int64": "i64"}
+_MODULES: dict[tuple, Any] = {}
+
+
+def source_path() -> Path:
+    return kernels_dir() / "cuda" / "multilabel_hinge.cu"
+
+
+def source() -> str:
+    """The kernel source with a ``#line`` directive naming its file (for compiler messages)."""
+    path = source_path()
+    text = path.read_text()
+    return f'#line 1 "{path.as_posix()}"\n{text}'
+
+
+def cache_key(device_id: int, compute_capability: str, code: str) -> tuple[int, str, str]:
+    """Compiled modules are cached per device, architecture and source text."""
+    return (int(device_id), str(compute_capability), hashlib.sha256(code.encode()).hexdigest())
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def entry_point(score_dtype: Any, target_dtype: Any) -> str:
+    """The kernel's ``extern "C"`` name for these dtypes (ValueError for unsupported ones)."""
+    s, t = _dtype_name(score_dtype), _dtype_name(target_dtype)
+    if s not in _SCORE_CODES:
+        raise ValueError(
+            f"cupy backend: scores must be float16, bfloat16, float32 or float64, got {s}"
+        )
+    if t not in _TARGET_CODES:
+        raise ValueError(f"cupy backend: targets must be int32 or int64 here, got {t}")
+    return f"xm_multilabel_hinge_{_SCORE_CODES[s]}_{_TARGET_CODES[t]}"
+
+
+def _module(cupy: Any) -> Any:
+    """The compiled module for the current device (NVRTC, once per device and source)."""
+    device = cupy.cuda.Device()
+    code = source()
+    key = cache_key(device.id, device.compute_capability, code)
+    module = _MODULES.get(key)
+    if module is None:
+        module = cupy.RawModule(code=code, options=("--std=c++14",))
+        _MODULES[key] = module
+    return module
+
+
+class _Frame:
+    """The few operations the launch needs, on torch tensors or CuPy arrays alike."""
+
+    def __init__(self, like: Any):
+        self.torch = type(like).__module__.split(".")[0] == "torch"
+        if self.torch:
+            import torch
+
+            self.lib = torch
+            self.device = like.device
+        else:
+            import cupy
+
+            self.lib = cupy
+
+    def empty(self, shape: tuple, dtype: str) -> Any:
+        dt = getattr(self.lib, dtype)
+        if self.torch:
+            return self.lib.empty(shape, dtype=dt, device=self.device)
+        return self.lib.empty(shape, dtype=dt)
+
+    def ptr(self, a: Any) -> int:
+        return a.data_ptr() if self.torch else a.data.ptr
+
+    def strides(self, a: Any) -> tuple[int, ...]:
+        if self.torch:
+            return tuple(a.stride())
+        return tuple(s // a.itemsize for s in a.strides)
+
+    def as_acc(self, a: Any, acc: str, n: int | None = None) -> Any:
+        """A contiguous copy (or view) of a small argument in the accumulation dtype."""
+        if self.torch:
+            out = a.to(device=self.device, dtype=getattr(self.lib, acc))
+            return (out.expand(n) if n is not None else out).contiguous()
+        out = self.lib.asarray(a, dtype=acc)
+        return self.lib.ascontiguousarray(
+            self.lib.broadcast_to(out, (n,)) if n is not None else out
+        )
+
+    def stream(self) -> Any:
+        import cupy
+
+        if self.torch:
+            return cupy.cuda.ExternalStream(self.lib.cuda.current_stream(self.device).cuda_stream)
+        return cupy.cuda.get_current_stream()
+
+    def device_id(self, a: Any) -> int:
+        return a.device.index if self.torch else a.device.id
+
+
+def hinge(
+    x: Any,
+    t: Any,
+    *,
+    margin: float,
+    p: int,
+    weight: Any | None,
+    want_grad: bool,
+    grad_scale: Any | None = None,
+) -> tuple[Any, Any | None]:
+    """The kernel contract (DESIGN.md §5) on CuPy arrays or torch CUDA tensors.
+
+    ``loss_raw`` is float32 (float64 for float64 scores), ``grad_raw`` has the scores' dtype;
+    results are arrays of the scores' framework. ``grad_scale`` (N,) multiplies each gradient
+    row inside the kernel.
+    """
+    import cupy
+    import numpy as np
+
+    f = _Frame(x)
+    n, c = x.shape
+    k = t.shape[1]
+    name = entry_point(x.dtype, t.dtype)
+    acc = "float64" if _dtype_name(x.dtype) == "float64" else "float32"
+    loss = f.empty((n,), acc)
+    grad = f.empty((n, c), _dtype_name(x.dtype)) if want_grad else None
+    if n == 0:
+        return loss, grad
+    words = (c + 31) // 32
+    bits = f.empty((n, words), "int32")
+    w = None if weight is None else f.as_acc(weight, acc)
+    scale = None if grad_scale is None else f.as_acc(grad_scale, acc, n)
+    sx, st = f.strides(x), f.strides(t)
+    sg = f.strides(grad) if grad is not None else (0, 0)
+    args = (
+        np.uint64(f.ptr(x)), np.int64(sx[0]), np.int64(sx[1]),
+        np.uint64(f.ptr(t)), np.int64(st[0]), np.int64(st[1]),
+        np.uint64(0 if w is None else f.ptr(w)),
+        np.uint64(f.ptr(loss)),
+        np.uint64(0 if grad is None else f.ptr(grad)), np.int64(sg[0]), np.int64(sg[1]),
+        np.uint64(f.ptr(bits)), np.int64(words),
+        np.uint64(0 if scale is None else f.ptr(scale)),
+        np.int64(c), np.int64(k), np.float64(margin), np.int32(p), np.int32(bool(want_grad)),
+    )  # fmt: skip
+    with cupy.cuda.Device(f.device_id(x)):
+        kernel = _module(cupy).get_function(name)
+        with f.stream():
+            kernel((n,), (THREADS,), args)
+    return loss, grad
