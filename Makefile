@@ -16,6 +16,7 @@ venv:
 demo: venv
 	$(PIP) -e ".[bench]"
 	$(PY) -m benchmarks --quick
+	$(PY) -m benchmarks.train --quick
 
 test: venv
 	$(PIP) -e ".[test]"

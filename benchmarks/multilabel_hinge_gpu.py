@@ -81,8 +81,11 @@ def parity(fn, x, target, ref_loss, ref_grad) -> str:
         return f"loss {loss.item():.6g} != {ref_loss.item():.6g}"
     diff = (leaf.grad.double() - ref_grad).abs()
     step = 1.0 / (x.shape[0] * x.shape[1])  # one hinge count, after the mean over N and 1/C
-    bad = diff > 1e-3 * step + 1e-9
-    if bad.float().mean().item() > 1e-4 or (diff > 1.01 * step).any().item():
+    # float32 sums of many 1/(N·C) steps are coarse (PyTorch accumulates in float32); a
+    # near-tie flips one count
+    bad = diff > 2e-4 * ref_grad.abs() + 1e-3 * step
+    flips = diff > 1.01 * step + 2e-4 * ref_grad.abs()
+    if bad.float().mean().item() > 1e-4 or flips.any().item():
         return f"grad differs at {int(bad.sum())} entries (max {diff.max().item():.3g})"
     return "ok"
 

@@ -80,14 +80,18 @@ def _make(name: str) -> Namespace:
     if name == "cupy":
         cp = importlib.import_module("cupy")
         return Namespace("cupy", cp, cp.asarray, cp.asnumpy)
-    if name == "jax":
-        jax = importlib.import_module("jax")
-        jax.config.update("jax_enable_x64", True)
+    if name == "jax":  # float64 needs x64: the xp fixture enables it around each test
         jnp = importlib.import_module("jax.numpy")
         return Namespace("jax", jnp, jnp.asarray, np.asarray)
-    if name == "dask":
+    if name == "dask":  # several chunks along the batch axis
         da = importlib.import_module("dask.array")
-        return Namespace("dask", da, lambda a: da.from_array(a, chunks=-1), lambda a: a.compute())
+
+        def chunked(a):
+            return da.from_array(
+                a, chunks=(max(1, -(-a.shape[0] // 2)),) + a.shape[1:] if a.ndim else ()
+            )
+
+        return Namespace("dask", da, chunked, lambda a: np.asarray(a.compute()))
     raise ValueError(name)
 
 
@@ -102,17 +106,23 @@ def _skip_reason(name: str) -> str | None:
     return None
 
 
-# Namespaces the losses are tested on. JAX and Dask join once their issue lands (they need
-# tracing-aware value checks and chunk-wise hinges); numpy, torch and array-api-strict always.
-NAMESPACES = ["numpy", "torch", "array_api_strict", "cupy"]
+# Namespaces the losses are tested on (each skipped, with the reason, where not installed).
+NAMESPACES = ["numpy", "torch", "array_api_strict", "cupy", "jax", "dask"]
 
 
 @pytest.fixture(params=NAMESPACES)
-def xp(request) -> Namespace:
+def xp(request):
     reason = _skip_reason(request.param)
     if reason is not None:
         pytest.skip(reason)
-    return _make(request.param)
+    ns = _make(request.param)
+    if request.param == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield ns
+    else:
+        yield ns
 
 
 def assert_close(actual, expected, *, rtol: float, atol: float, what: str) -> None:

@@ -205,3 +205,15 @@ def test_options_are_scoped_per_thread():
     for th in threads:
         th.join()
     assert seen == {True: "error", False: "no error"}
+
+
+def test_results_are_writable_numpy_arrays():
+    """No read-only broadcast views handed out (NumPy's broadcast_to makes those)."""
+    _, g = xmargin.value_and_grad(xmargin.soft_margin_loss)(np.zeros((2, 3)), np.ones(3))
+    assert g.flags.writeable and g.shape == (2, 3)
+    out = xmargin.hinge_embedding_loss(np.zeros((2, 1)), np.ones((1, 3)), reduction="none")
+    assert out.flags.writeable and out.shape == (2, 3)
+    _, (ga, gb) = xmargin.value_and_grad(xmargin.margin_ranking_loss, argnums=(0, 1))(
+        np.zeros((2, 1)), np.zeros((1, 3)), np.ones((2, 3))
+    )
+    assert ga.flags.writeable and gb.flags.writeable and ga.shape == (2, 1) and gb.shape == (1, 3)

@@ -10,8 +10,10 @@ that has validated its data once can switch them off::
         ...
 
 The environment variable ``XMARGIN_CHECK_VALUES=0`` sets the process default. Shape, dtype and
-namespace checks are never switched off. Under ``torch.compile`` value checks are skipped (they
-would break the graph); validate targets once outside the compiled function. With value checks off, an out-of-range target is not
+namespace checks are never switched off. Value checks are skipped where values cannot be read
+without breaking the computation: under ``torch.compile`` (a graph break), for JAX tracers
+(inside ``jit``, ``grad``, ``vmap``) and for Dask arrays (a ``compute()``); validate targets
+once outside, eagerly. There, as with checks off, an invalid target gives a NaN row. With value checks off, an out-of-range target is not
 reported; the affected sample's loss and gradient come out NaN instead (never an out-of-bounds
 read and never a silently wrong number).
 """
@@ -70,13 +72,36 @@ def options(*, check_values: bool) -> Iterator[None]:
         _SCOPED.reset(token)
 
 
-def check_values_enabled() -> bool:
-    """Whether value checks (which may synchronise a device) are on in this context.
+def _unreadable(a: object) -> bool:
+    """Values that cannot be read now: a JAX tracer (jit, grad, vmap) or a lazy Dask array."""
+    mod = type(a).__module__.split(".")[0]
+    if mod == "dask":
+        return True
+    if mod in ("jax", "jaxlib"):
+        jax = sys.modules.get("jax")
+        return jax is not None and isinstance(a, jax.core.Tracer)
+    return False
 
-    Always off while torch.compile traces: a check would read values (a graph break).
+
+def readable(a: object) -> bool:
+    """Whether ``a``'s value can be read now (not a JAX tracer, not a lazy Dask array). Inside
+    ``jax.jit`` even arithmetic on concrete arrays gives tracers, so checks test the flag they
+    computed, not only their inputs."""
+    return not _unreadable(a)
+
+
+def check_values_enabled(*arrays: object) -> bool:
+    """Whether value checks (which may synchronise a device) are on in this context, for
+    these arrays.
+
+    Always off while torch.compile traces, and for JAX tracers and Dask arrays: a check would
+    read values (a graph break, a ConcretizationTypeError, a compute()). Invalid targets then
+    give NaN rows, as with checks switched off.
     """
     torch = sys.modules.get("torch")
     if torch is not None and torch.compiler.is_compiling():
+        return False
+    if any(_unreadable(a) for a in arrays):
         return False
     scoped = _SCOPED.get()
     return _GLOBAL["check_values"] if scoped is None else scoped

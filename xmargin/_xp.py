@@ -98,6 +98,18 @@ def is_torch(a: Any) -> bool:
     return torch is not None and isinstance(a, torch.Tensor)
 
 
+def is_jax(a: Any) -> bool:
+    """A JAX array or tracer? (without importing jax)"""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(a, jax.Array)
+
+
+def is_dask(a: Any) -> bool:
+    """A Dask array? (without importing dask)"""
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(a, da.Array)
+
+
 def _namespace(a: Any) -> Namespace:
     if is_torch(a):  # the common case under torch.compile: skip array_namespace's lookups
         from array_api_compat import torch as torch_namespace
@@ -121,13 +133,73 @@ def namespace_of(fn: str, name: str, a: Any) -> Namespace:
     return array_namespace(a)
 
 
+def _on_host(a: Any) -> bool:
+    """Whether ``a``'s memory is ordinary host memory (a CPU array of any framework)."""
+    if is_torch(a):
+        return a.device.type == "cpu"
+    mod = type(a).__module__.split(".")[0]
+    if mod in ("numpy", "array_api_strict"):
+        return True
+    if mod in ("jax", "jaxlib"):
+        try:
+            return all(d.platform == "cpu" for d in a.devices())
+        except Exception:  # a tracer: no memory yet
+            return False
+    return str(_device(a)).lower().startswith("cpu")
+
+
+def _convert(fn: str, xp: Namespace, ref_name: str, ref: Array, name: str, a: Any) -> Array:
+    """``a`` (another framework's array) as an array of ``ref``'s namespace and device.
+
+    Zero-copy through DLPack when both live in host memory or on the same device; a host
+    array going to ``ref``'s device is copied there (targets and weights are small next to the
+    scores). Anything else, a device-to-host or device-to-device move, is refused: the scores
+    decide where the computation happens and xmargin does not move data off a device.
+    """
+    dev = _device_of(ref)
+    what = f"{_type_name(a)} on {_device_of(a) if is_array_api_obj(a) else '?'}"
+    if type(a).__module__.split(".")[0] == "dask":
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' is a lazy Dask array but '{ref_name}' is a "
+            f"{_type_name(ref)}; compute() it first, or pass Dask arrays for both"
+        )
+    if _on_host(a):
+        import numpy as np
+
+        host = np.asarray(a) if type(a).__module__.split(".")[0] == "numpy" else np.from_dlpack(a)
+        if _on_host(ref):
+            try:
+                out = xp.from_dlpack(host)  # zero-copy between host frameworks
+            except Exception:
+                out = xp.asarray(host)
+            return out if _device_of(out) == dev else xp.asarray(out, device=dev)
+        return xp.asarray(host, device=dev)  # the documented host-to-device copy
+    try:
+        out = xp.from_dlpack(a)  # same device: zero-copy
+    except Exception as exc:
+        raise XMarginValueError(
+            f"{fn}: argument '{name}' is a {what} and cannot be used with '{ref_name}' "
+            f"({_type_name(ref)} on {dev}): xmargin does not move data off a device; move "
+            f"'{name}' to {dev} first ({type(exc).__name__}: {exc})"
+        ) from None
+    if _device_of(out) != dev:
+        raise XMarginValueError(
+            f"{fn}: argument '{name}' is a {what} but '{ref_name}' is on {dev}; move '{name}' "
+            f"to {dev} first (xmargin does not move data between devices)"
+        )
+    return out
+
+
 def same_namespace(
     fn: str, xp: Namespace, ref_name: str, ref: Array, name: str, a: Any, dtype: Any = None
 ) -> Array:
     """Return ``a`` as an array of ``ref``'s namespace and device, or raise a clear error.
 
-    Python scalars and (nested) lists are converted to ``ref``'s namespace and device. Arrays of
-    another namespace or device are refused: xmargin never moves data behind your back.
+    The scores (``ref``) decide the namespace and device and are never moved. Python scalars
+    and (nested) lists are converted to ``ref``'s namespace and device; arrays of another
+    framework are converted by :func:`_convert` (zero-copy through DLPack, or a host-to-device
+    copy of a small host array). An array of ``ref``'s own framework on another device is an
+    error, as in PyTorch.
     """
     dev = _device_of(ref)
     if not (is_torch(a) or is_array_api_obj(a)):
@@ -139,21 +211,18 @@ def same_namespace(
                     f"{fn}: argument '{name}' could not be converted to an array: {exc}"
                 ) from exc
         raise XMarginTypeError(
-            f"{fn}: argument '{name}' must be an array of the same framework as '{ref_name}' "
-            f"({_type_name(ref)}), got {_type_name(a)}"
+            f"{fn}: argument '{name}' must be an array (of any framework), a number or a list, "
+            f"got {_type_name(a)}"
         )
     try:
         xp_a = _namespace(a)
     except TypeError as exc:
         raise XMarginTypeError(f"{fn}: argument '{name}': {exc}") from exc
     if xp_a is not xp:
-        raise XMarginTypeError(
-            f"{fn}: argument '{name}' is a {_type_name(a)} but '{ref_name}' is a "
-            f"{_type_name(ref)}; pass arrays of one framework (convert '{name}' first, e.g. "
-            "with from_dlpack or asarray)"
-        )
+        return _convert(fn, xp, ref_name, ref, name, a)
     dev_a = _device_of(a)
-    if dev_a != dev:
+    # a JAX tracer has no device (None): jit places the computation, nothing to check
+    if dev_a is not None and dev is not None and dev_a != dev:
         raise XMarginValueError(
             f"{fn}: argument '{name}' is on device {dev_a} but '{ref_name}' is on device {dev}; "
             f"move '{name}' to {dev} first (xmargin does not move data implicitly)"
@@ -225,6 +294,15 @@ def check_integer(fn: str, name: str, xp: Namespace, a: Array, what: str) -> Non
         )
 
 
+def index_dtype(xp: Namespace) -> Any:
+    """The namespace's default index dtype: int64, or int32 where 64-bit integers are off
+    (JAX without ``jax_enable_x64``)."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    except Exception:  # older namespaces without the inspection API
+        return xp.int64
+
+
 def compute_dtype(xp: Namespace, dtype: Any) -> Any:
     """float64 stays float64; float32, float16 and bfloat16 compute in float32."""
     return xp.float64 if dtype == xp.float64 else xp.float32
@@ -262,6 +340,14 @@ def check_broadcasts_to(fn: str, name: str, shape: tuple, to: tuple) -> None:
 
 def shape_str(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def expand_to(xp: Namespace, a: Array, shape: tuple[int, ...]) -> Array:
+    """``a`` broadcast to ``shape`` as a new, writable array (``broadcast_to`` gives read-only
+    views in NumPy), or ``a`` itself when it has that shape already."""
+    if tuple(a.shape) == tuple(shape):
+        return a
+    return a + xp.zeros(shape, dtype=a.dtype, device=_device_of(a))
 
 
 def sum_to_shape(xp: Namespace, g: Array, shape: tuple[int, ...]) -> Array:

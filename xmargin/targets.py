@@ -26,9 +26,9 @@ import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 from array_api_compat import device as _device
 
-from ._config import check_values_enabled
+from ._config import check_values_enabled, readable
 from ._errors import XMarginTypeError, XMarginValueError
-from ._xp import numel, shape_str
+from ._xp import index_dtype, numel, shape_str
 from .backends.portable import multiplicities
 from .losses._checks import check_index_range
 
@@ -47,10 +47,11 @@ def _namespace(fn: str, name: str, a: Any) -> Any:
 
 
 def _check_values_in(fn: str, xp: Any, a: Array, allowed: tuple[int, int]) -> None:
-    if not check_values_enabled() or numel(tuple(a.shape)) == 0 or a.dtype == xp.bool:
+    if not check_values_enabled(a) or numel(tuple(a.shape)) == 0 or a.dtype == xp.bool:
         return
     ok = (a == allowed[0]) | (a == allowed[1])
-    if not bool(xp.all(ok)):
+    every = xp.all(ok)
+    if readable(every) and not bool(every):
         flat_ok = xp.reshape(ok, (-1,))
         first = int(xp.argmax(xp.astype(~flat_ok, xp.int8)))
         value = xp.reshape(a, (-1,))[first]
@@ -69,7 +70,7 @@ def to_pm1(y01: Array) -> Array:
     """
     xp = _namespace("to_pm1", "y01", y01)
     if y01.dtype == xp.bool:
-        y01 = xp.astype(y01, xp.int64)
+        y01 = xp.astype(y01, index_dtype(xp))
     _check_values_in("to_pm1", xp, y01, (0, 1))
     return 2 * y01 - 1
 
@@ -119,8 +120,9 @@ def from_multihot(multi_hot: Array, width: int | None = None) -> Array:
     _check_values_in(fn, xp, mh, (0, 1))
     dev = _device(mh)
     positive = (mh != 0) if mh.dtype != xp.bool else mh
-    counts = xp.sum(xp.astype(positive, xp.int64), axis=1)
-    if check_values_enabled() and n and c and width < c:
+    idx = index_dtype(xp)
+    counts = xp.sum(xp.astype(positive, idx), axis=1)
+    if check_values_enabled(mh) and n and c and width < c and readable(xp.max(counts)):
         longest = int(xp.max(counts))
         if longest > width:
             raise XMarginValueError(
@@ -132,8 +134,8 @@ def from_multihot(multi_hot: Array, width: int | None = None) -> Array:
     if width > c:
         fill = xp.full((n, width - c), -1, dtype=order.dtype, device=dev)
         order = xp.concat([order, fill], axis=1)
-    order = xp.astype(order[:, :width], xp.int64)
-    slot = xp.reshape(xp.arange(width, dtype=xp.int64, device=dev), (1, width))
+    order = xp.astype(order[:, :width], idx)
+    slot = xp.reshape(xp.arange(width, dtype=idx, device=dev), (1, width))
     out = xp.where(slot < counts[:, None], order, -1)
     return out[0, :] if vector else out
 
@@ -164,11 +166,11 @@ def to_multihot(index_targets: Array, num_classes: int, *, dtype: Any = None) ->
     if num_classes < 1:
         raise XMarginValueError(f"{fn}: argument 'num_classes' must be >= 1, got {num_classes}")
     num_classes = int(num_classes)
-    if check_values_enabled():
+    if check_values_enabled(index_targets):
         check_index_range(fn, xp, index_targets, -1, num_classes, "class indices")
     vector = index_targets.ndim == 1
     t = index_targets[None, :] if vector else index_targets
-    t = xp.where((t < -1) | (t >= num_classes), -1, xp.astype(t, xp.int64))
+    t = xp.where((t < -1) | (t >= num_classes), -1, xp.astype(t, index_dtype(xp)))
     if dtype is None:
         dtype = xp.__array_namespace_info__().default_dtypes(device=_device(t))["integral"]
     out = xp.astype(multiplicities(xp, t, num_classes) > 0, dtype)
@@ -227,4 +229,4 @@ def pad(
     if like is None:
         return host
     xp = _namespace(fn, "like", like)
-    return xp.asarray(host, dtype=xp.int64, device=_device(like))
+    return xp.asarray(host, dtype=index_dtype(xp), device=_device(like))

@@ -38,7 +38,11 @@ from typing import Any
 from array_api_compat import array_namespace, is_torch_array
 from array_api_compat import device as _device
 
+from .._xp import index_dtype
+
 __all__ = ["accumulation_dtype", "hinge", "multiplicities"]
+
+_INT32_KEYS = 2**31 - 1  # largest key with 32-bit indices (a module constant for the tests)
 
 Array = Any
 
@@ -58,26 +62,32 @@ def multiplicities(xp: Any, t: Array, num_classes: int) -> Array:
     """(N, C) counts of each class among each row's targets before the first negative value.
 
     ``t`` is an (N, K) integer array whose values lie in [-1, C) (validated by the caller).
-    Exact for duplicates; no scatter and no (N, K, C) one-hot.
+    Exact for duplicates; no scatter and no (N, K, C) one-hot: one flat sort of the keys
+    ``row·(C+1) + target`` and two ``searchsorted``. With 32-bit indices (JAX without x64) the
+    rows go in groups small enough for the keys to fit.
     """
     n, k = t.shape
     dev = _device(t)
-    idx = xp.int64
-    counts_dtype = xp.int64
+    idx = index_dtype(xp)
     if n == 0 or k == 0:
-        return xp.zeros((n, num_classes), dtype=counts_dtype, device=dev)
+        return xp.zeros((n, num_classes), dtype=idx, device=dev)
+    stride = num_classes + 1
+    limit = _INT32_KEYS if idx == xp.int32 else 2**63 - 1
+    rows = max(1, min(n, (limit - stride) // stride))
+    if rows < n:  # keys would overflow: one group of rows at a time
+        parts = [multiplicities(xp, t[i : i + rows, :], num_classes) for i in range(0, n, rows)]
+        return xp.concat(parts, axis=0)
     t = xp.astype(t, idx)
     # entries at and after the first negative value are not positives
     seen_neg = xp.cumulative_sum(xp.astype(t < 0, idx), axis=1)
     valid = (seen_neg == 0) & (t < num_classes)
-    stride = num_classes + 1
     row = xp.reshape(xp.arange(n, dtype=idx, device=dev) * stride, (n, 1))
     keys = xp.where(valid, t, num_classes) + row  # sentinel C keeps invalid slots in their row
     flat = xp.sort(xp.reshape(keys, (n * k,)))
     queries = row + xp.reshape(xp.arange(num_classes, dtype=idx, device=dev), (1, num_classes))
     lo = xp.searchsorted(flat, queries, side="left")
     hi = xp.searchsorted(flat, queries, side="right")
-    return xp.astype(hi - lo, counts_dtype)
+    return xp.astype(hi - lo, idx)
 
 
 def hinge(
@@ -125,7 +135,7 @@ def hinge(
     mult = multiplicities(xp, t, c)
     is_neg = mult == 0
     n_pos = xp.sum(mult, axis=1)
-    n_neg = xp.sum(xp.astype(is_neg, xp.int64), axis=1)
+    n_neg = xp.sum(xp.astype(is_neg, index_dtype(xp)), axis=1)
     has_nan = xp.any(xp.isnan(xf), axis=1)
     nan_rows = has_nan & (n_pos > 0) & (n_neg > 0)
 

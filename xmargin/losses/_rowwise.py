@@ -13,6 +13,8 @@ from .._xp import (
     check_float,
     check_integer,
     check_real_dtype,
+    index_dtype,
+    is_jax,
     namespace_of,
     requires_grad,
     same_namespace,
@@ -78,16 +80,16 @@ def class_weight(fn: str, xp: Any, input: Array, weight: Any, c: int, dtype: Any
 def index_values(
     fn: str, xp: Any, target: Array, shape: tuple[int, ...], low: int, high: int, what: str
 ) -> tuple[Array, Array | None]:
-    """``target`` as int64 of ``shape`` with every value in [low, high), and the rows (first
+    """``target`` as indices (int64; int32 on JAX without x64) of ``shape`` with every value
+    in [low, high), and the rows (first
     axis) that held a value outside it, or None.
 
     With value checks on, an out-of-range value raises (naming it and its position). With
     them off, no sync happens: such values are replaced by ``low`` so that no backend ever
     indexes out of bounds, and the returned rows are to be made NaN by the caller.
     """
-    t = xp.reshape(astype(xp, target, xp.int64), shape)
-    if check_values_enabled():
-        check_index_range(fn, xp, target, low, high, what)
+    t = xp.reshape(astype(xp, target, index_dtype(xp)), shape)
+    if check_values_enabled(target) and check_index_range(fn, xp, target, low, high, what):
         return t, None
     bad = (t < low) | (t >= high)
     rows = bad if t.ndim == 1 else xp.any(bad, axis=1)
@@ -106,13 +108,22 @@ def nan_where(
     return loss, grad
 
 
-def run_core(core: Core, x: Array, want_grad: bool) -> tuple[Array, Array | None]:
-    """Loss rows of ``core`` with autograd attached for torch tensors that need it."""
+def run_core(core: Core, x: Array, operands: tuple, want_grad: bool) -> tuple[Array, Array | None]:
+    """Loss rows (and, if ``want_grad``, gradient rows) of ``core(x, *operands, want_grad)``,
+    with the core's analytic gradient attached for autodiff: a torch autograd Function for
+    tensors that require grad, a ``jax.custom_vjp`` for JAX arrays (so that ``jax.grad``,
+    ``jit`` and ``vmap`` work)."""
+    if want_grad:
+        return core(x, *operands, want_grad=True)
     if requires_grad(x):
         from ..adapters.torch import rowwise
 
-        return rowwise(core, x), None
-    return core(x, want_grad=want_grad)
+        return rowwise(lambda x, want_grad: core(x, *operands, want_grad=want_grad), x), None
+    if is_jax(x):
+        from ..adapters.jax import rowwise as jax_rowwise
+
+        return jax_rowwise(core, x, *operands), None
+    return core(x, *operands, want_grad=False)
 
 
 def finish(

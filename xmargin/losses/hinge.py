@@ -13,6 +13,7 @@ from .._xp import (
     check_real,
     check_real_dtype,
     compute_dtype,
+    expand_to,
     namespace_of,
     numel,
     reduction_scale,
@@ -84,11 +85,11 @@ def _hinge_embedding_loss(
     gap = margin - x
     # clip (not maximum) so that a tie gap == 0 passes the gradient, as PyTorch's clamp_min
     elem = xp.where(y != 1, xp.clip(gap, min=0.0), 0.0) + xp.where(y != -1, x, 0.0)
-    loss = astype(xp, apply_reduction(xp, xp.broadcast_to(elem, shape), red), input.dtype)
+    loss = astype(xp, apply_reduction(xp, expand_to(xp, elem, shape), red), input.dtype)
     if not argnums:
         return loss, ()
     g = xp.astype(y != -1, cd) - xp.astype((y != 1) & (gap >= 0), cd)
-    g = xp.broadcast_to(g * reduction_scale(red, numel(shape)), shape)
+    g = expand_to(xp, g * reduction_scale(red, numel(shape)), shape)
     return loss, (astype(xp, sum_to_shape(xp, g, tuple(input.shape)), input.dtype),)
 
 
@@ -151,11 +152,11 @@ def _margin_ranking_loss(
     x1, x2, y = astype(xp, input1, cd), astype(xp, input2, cd), astype(xp, target, cd)
     warn_if_01_labels(fn, xp, y)
     z = -y * (x1 - x2) + margin
-    elem = xp.broadcast_to(xp.clip(z, min=0.0), shape)
+    elem = expand_to(xp, xp.clip(z, min=0.0), shape)
     loss = astype(xp, apply_reduction(xp, elem, red), out_dtype)
     if not argnums:
         return loss, ()
-    g = xp.broadcast_to(xp.where(z >= 0, -y, 0.0) * reduction_scale(red, numel(shape)), shape)
+    g = expand_to(xp, xp.where(z >= 0, -y, 0.0) * reduction_scale(red, numel(shape)), shape)
     grads = []
     for i in argnums:
         arg, sign = (input1, 1.0) if i == 0 else (input2, -1.0)

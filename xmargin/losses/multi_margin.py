@@ -11,9 +11,11 @@ from .._xp import (
     check_real,
     compute_dtype,
     device,
+    is_dask,
     resolve_reduction,
     shape_str,
 )
+from ._dask import rowwise_dask
 from ._rowwise import (
     check_index_dtype,
     class_weight,
@@ -83,15 +85,21 @@ def _multi_margin_loss(
     cd = compute_dtype(xp, input.dtype)
     w = class_weight(fn, xp, input, weight, c, cd)
     check_index_dtype(fn, xp, target)
+    if is_dask(input):  # lazily, batch chunk by batch chunk
+        return rowwise_dask(
+            _multi_margin_loss, input, target, n=n, c=c, t_shape=(n,), reduction=red,
+            matrix_out=len(t_shape) > 0, weight=weight, argnums=argnums,
+            options={"p": p, "margin": margin},
+        )  # fmt: skip
 
     t, bad = index_values(fn, xp, target, (n,), 0, c, f"class indices of an input with C = {c}")
     x = xp.reshape(astype(xp, input, cd), (n, c))
     dev = device(x)
-    classes = xp.reshape(xp.arange(c, dtype=xp.int64, device=dev), (1, c))
+    classes = xp.reshape(xp.arange(c, dtype=t.dtype, device=dev), (1, c))
     is_y = classes == t[:, None]
     w_y = None if w is None else xp.take(w, t, axis=0)
 
-    def core(x: Array, want_grad: bool) -> tuple[Array, Array | None]:
+    def core(x: Array, t: Array, is_y: Array, w_y: Any, bad: Any, want_grad: bool):
         x_y = xp.take_along_axis(x, t[:, None], axis=1)
         z = margin - x_y + x
         active = (z > 0) & ~is_y  # strictly positive hinge: zero hinge, zero gradient
@@ -109,7 +117,7 @@ def _multi_margin_loss(
         nan_rows = xp.any(xp.isnan(x), axis=1) & (c > 1)
         return nan_where(xp, nan_rows if bad is None else nan_rows | bad, loss, grad)
 
-    loss_raw, grad_raw = run_core(core, x, bool(argnums))
+    loss_raw, grad_raw = run_core(core, x, (t, is_y, w_y, bad), bool(argnums))
     return finish(
         xp, loss_raw, grad_raw, c=c, reduction=red, matrix_out=len(t_shape) > 0, input=input
     )

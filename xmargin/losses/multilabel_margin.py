@@ -12,11 +12,13 @@ from .._xp import (
     check_real,
     compiling,
     compute_dtype,
+    is_dask,
     is_torch,
     requires_grad,
     resolve_reduction,
     shape_str,
 )
+from ._dask import rowwise_dask
 from ._rowwise import (
     check_index_dtype,
     class_weight,
@@ -24,6 +26,7 @@ from ._rowwise import (
     index_target,
     index_values,
     nan_where,
+    run_core,
     scores_as_matrix,
 )
 
@@ -124,6 +127,14 @@ def _multilabel_margin_loss(
         chosen = backends.resolve(backend, input)
 
     k = t_shape[-1] if t_shape else 1
+    if is_dask(input):  # lazily, batch chunk by batch chunk
+        if backend is not None:
+            backends.get(backend)  # an unknown name fails now, not at compute()
+        return rowwise_dask(
+            _multilabel_margin_loss, input, target, n=n, c=c, t_shape=(n, k), reduction=red,
+            matrix_out=matrix, weight=weight, argnums=argnums,
+            options={"margin": margin, "p": p, "backend": backend},
+        )  # fmt: skip
     # backends only ever see values in [-1, C)
     t, bad_rows = index_values(fn, xp, target, (n, k), -1, c, f"targets of an input with C = {c}")
     # half precision goes to the backends that read it natively, the others get float32
@@ -137,7 +148,12 @@ def _multilabel_margin_loss(
         grad_raw = grad_raw if bool(argnums) else None
     else:
         hinge = chosen.load()
-        loss_raw, grad_raw = hinge(x, t, margin=margin, p=p, weight=w, want_grad=bool(argnums))
+
+        def core(x, t, w, want_grad):
+            loss, grad = hinge(x, t, margin=margin, p=p, weight=w, want_grad=want_grad)
+            return astype(xp, loss, cd), grad
+
+        loss_raw, grad_raw = run_core(core, x, (t, w), bool(argnums))
     loss_raw = astype(xp, loss_raw, cd)
     loss_raw, grad_raw = nan_where(xp, bad_rows, loss_raw, grad_raw)
     return finish(xp, loss_raw, grad_raw, c=c, reduction=red, matrix_out=matrix, input=input)

@@ -12,6 +12,7 @@ from .._xp import (
     check_float,
     check_real_dtype,
     compute_dtype,
+    expand_to,
     namespace_of,
     numel,
     reduction_scale,
@@ -83,7 +84,7 @@ def _soft_margin_loss(
         return loss, ()
     # d/dx log(1 + exp(-y·x)) = -y·σ(-y·x)
     g = -y * sigmoid(xp, z) * reduction_scale(red, numel(shape))
-    return loss, (astype(xp, xp.broadcast_to(g, shape), input.dtype),)
+    return loss, (astype(xp, expand_to(xp, g, shape), input.dtype),)
 
 
 def multilabel_soft_margin_loss(
@@ -154,4 +155,4 @@ def _multilabel_soft_margin_loss(
     g = (sigmoid(xp, x) - y) * (reduction_scale(red, numel(shape[:-1])) / c)
     if w is not None:
         g = g * w
-    return loss, (astype(xp, xp.broadcast_to(g, shape), input.dtype),)
+    return loss, (astype(xp, expand_to(xp, g, shape), input.dtype),)

@@ -1,0 +1,80 @@
+"""Row-wise losses (multilabel_margin_loss, multi_margin_loss) on Dask arrays.
+
+The element-wise losses are plain array-API code and stay lazy on Dask by themselves. The
+row-wise ones need the whole class axis of a row at once, so they run chunk by chunk along the
+batch axis (``dask.array.blockwise``; the class axis is made one chunk, the batch chunks are
+kept): each chunk is computed eagerly by the same function on the chunk's own arrays (NumPy
+chunks go to the ``reference`` backend by automatic dispatch), with value checks off (a bad
+target gives a NaN row, as in any lazy or traced context). Building the result computes
+nothing; ``reduction="none"`` keeps the input's batch chunks and ``"mean"``/``"sum"`` reduce
+across them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+Array = Any
+
+
+def rowwise_dask(
+    impl: Callable[..., tuple[Array, tuple[Array, ...]]],
+    input: Array,
+    target: Array,
+    *,
+    n: int,
+    c: int,
+    t_shape: tuple[int, ...],
+    reduction: str,
+    matrix_out: bool,
+    weight: Array | None,
+    argnums: tuple[int, ...],
+    options: dict[str, Any],
+) -> tuple[Array, tuple[Array, ...]]:
+    """``impl`` (the eager implementation of a row-wise loss) mapped over batch chunks."""
+    import dask.array as da
+    import numpy as np
+
+    from .._config import options as scoped_options
+
+    want_grad = bool(argnums)
+    x = da.reshape(input, (n, c)).rechunk({1: -1})
+    rows = x.chunks[0]
+    t = da.reshape(da.asarray(target), t_shape)
+    t = t.rechunk((rows,) + ((-1,) if t.ndim == 2 else ()))
+    t_index = "ik" if t.ndim == 2 else "i"
+    w = None if weight is None else da.asarray(weight).rechunk(-1)
+    dtype = input.dtype
+
+    def block(xb, tb, *wb):
+        with scoped_options(check_values=False):
+            loss, grads = impl(xb, tb, reduction="none", weight=wb[0] if wb else None,
+                               argnums=argnums, **options)  # fmt: skip
+        loss = np.reshape(np.asarray(loss), (-1,))
+        if not want_grad:
+            return loss
+        return np.concatenate([loss[:, None], np.reshape(grads[0], (len(loss), -1))], axis=1)
+
+    args = [x, "ij", t, t_index] + ([] if w is None else [w, "j"])
+    if want_grad:
+        out = da.blockwise(block, "ij", *args, dtype=dtype, concatenate=True,
+                           adjust_chunks={"j": c + 1}, meta=np.empty((0, 0), dtype))  # fmt: skip
+        per_row, grad = out[:, 0], out[:, 1:]
+    else:
+        per_row = da.blockwise(block, "i", *args, dtype=dtype, concatenate=True,
+                               meta=np.empty((0,), dtype))  # fmt: skip
+        grad = None
+
+    if reduction == "none":
+        loss = per_row if matrix_out else da.reshape(per_row, ())
+        scale = 1.0
+    elif reduction == "sum":
+        loss, scale = per_row.sum(), 1.0
+    else:
+        loss = per_row.sum() / n if n else per_row.sum() * math.nan
+        scale = 1.0 / n if n else math.nan
+    if grad is None:
+        return loss, ()
+    return loss, (da.reshape(grad * scale, input.shape).astype(dtype),)
