@@ -88,7 +88,7 @@ def _make(name: str) -> Namespace:
 
         def chunked(a):
             return da.from_array(
-                a, chunks=(max(1, -(-a.shape[0] // 2)),) + a.shape[1:] if a.ndim else ()
+                a, chunks=(max(1, -(-a.shape[0] // 2)), *a.shape[1:]) if a.ndim else ()
             )
 
         return Namespace("dask", da, chunked, lambda a: np.asarray(a.compute()))

@@ -94,7 +94,7 @@ def test_training_demo_runs_and_frameworks_agree(monkeypatch, tmp_path):
     for model in ("linear", "mlp"):
         for loss in ("margin", "soft"):
             s_np, curve_np, _ = train.train_array(prob, model, loss, np, 2, np.asarray, np.asarray)
-            s_t, curve_t, _ = train.train_torch(prob, model, loss, 2, "cpu")
+            s_t, _curve_t, _ = train.train_torch(prob, model, loss, 2, "cpu")
             assert np.isfinite(s_np).all() and len(curve_np) == 2
             # same initial weights, batches and updates: the two frameworks agree
             np.testing.assert_allclose(s_np, s_t, rtol=2e-3, atol=2e-3)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import xmargin
+
 from conftest import assert_close
 
 da = pytest.importorskip("dask.array")
@@ -38,7 +39,7 @@ def _refuse(*args, **kwargs):
 
 
 def _lazy(a):
-    return da.from_array(a, chunks=(CHUNKS,) + a.shape[1:])
+    return da.from_array(a, chunks=(CHUNKS, *a.shape[1:]))
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])

@@ -8,10 +8,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import oracle
 import xmargin
-from conftest import assert_close
 from xmargin import backends
+
+import oracle
+from conftest import assert_close
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(5, 9))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import xmargin
+
 from conftest import assert_close
 
 jax = pytest.importorskip("jax")
