@@ -108,3 +108,12 @@ def test_a_million_samples_on_a_local_cluster():
     assert np.isfinite(mean_v) and 0 < mean_v < 10
     assert_close(mm_v, float(xmargin.multi_margin_loss(x.compute(), ys, reduction="sum")),
                  rtol=1e-5, atol=0, what="multi_margin sum")  # fmt: skip
+
+
+def test_explicit_backends_apply_to_every_chunk():
+    x, t = _lazy(X), _lazy(IDX)
+    ref = xmargin.multilabel_margin_loss(X, IDX, reduction="none")
+    for backend in ("reference", "portable"):
+        out = xmargin.multilabel_margin_loss(x, t, backend=backend, reduction="none")
+        with dask.config.set(scheduler="sync"):
+            assert_close(out.compute(), ref, rtol=1e-12, atol=1e-12, what=backend)

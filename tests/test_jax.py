@@ -142,3 +142,13 @@ def test_bad_concrete_targets_inside_jit_give_nan_rows():
         jax.jit(lambda a: xmargin.multi_margin_loss(a, y, reduction="none"))(jnp.asarray(X))
     )
     assert np.array_equal(np.isnan(out), CLS == 0)
+
+
+def test_float32_scores_with_x64_enabled():
+    """x64 on, float32 scores: the hinge accumulates in float64, gradients come back float32."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(X, dtype=jnp.float32)
+        g = jax.grad(lambda a: xmargin.multilabel_margin_loss(a, jnp.asarray(IDX)))(x)
+        assert g.dtype == jnp.float32
+        _, ref = xmargin.value_and_grad(xmargin.multilabel_margin_loss)(X.astype(np.float32), IDX)
+        assert_close(np.asarray(g), ref, rtol=1e-6, atol=1e-6, what="x64 + float32")

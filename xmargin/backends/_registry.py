@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._errors import XMarginTypeError, XMarginValueError
@@ -105,7 +105,7 @@ class Backend:
     status: Callable[[], Reason]
     supports: Callable[[Any], Reason]
     description: str = ""
-    builtin: bool = field(default=False)
+    builtin: bool = False
     half_precision: bool = False  # takes float16/bfloat16 scores as they are
     grad_in_backward: bool = False  # under autograd: loss-only forward, a second (scaled) pass
     # in backward; for memory-bound devices (see xmargin.adapters.torch)

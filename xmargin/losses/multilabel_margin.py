@@ -119,15 +119,8 @@ def _multilabel_margin_loss(
     cd = compute_dtype(xp, input.dtype)
     w = class_weight(fn, xp, input, weight, c, cd)
     check_index_dtype(fn, xp, target)
-    if compiling():  # torch.compile: resolved once, at trace time
-        from ..adapters.torch import backend_while_compiling
-
-        chosen = backends.get(backend_while_compiling(backend, input))
-    else:
-        chosen = backends.resolve(backend, input)
-
     k = t_shape[-1] if t_shape else 1
-    if is_dask(input):  # lazily, batch chunk by batch chunk
+    if is_dask(input):  # lazily, batch chunk by batch chunk (each chunk picks its backend)
         if backend is not None:
             backends.get(backend)  # an unknown name fails now, not at compute()
         return rowwise_dask(
@@ -135,6 +128,12 @@ def _multilabel_margin_loss(
             matrix_out=matrix, weight=weight, argnums=argnums,
             options={"margin": margin, "p": p, "backend": backend},
         )  # fmt: skip
+    if compiling():  # torch.compile: resolved once, at trace time
+        from ..adapters.torch import backend_while_compiling
+
+        chosen = backends.get(backend_while_compiling(backend, input))
+    else:
+        chosen = backends.resolve(backend, input)
     # backends only ever see values in [-1, C)
     t, bad_rows = index_values(fn, xp, target, (n, k), -1, c, f"targets of an input with C = {c}")
     # half precision goes to the backends that read it natively, the others get float32
@@ -151,7 +150,8 @@ def _multilabel_margin_loss(
 
         def core(x, t, w, want_grad):
             loss, grad = hinge(x, t, margin=margin, p=p, weight=w, want_grad=want_grad)
-            return astype(xp, loss, cd), grad
+            # JAX's custom_vjp wants cotangents in the primal's dtype
+            return astype(xp, loss, cd), None if grad is None else astype(xp, grad, x.dtype)
 
         loss_raw, grad_raw = run_core(core, x, (t, w), bool(argnums))
     loss_raw = astype(xp, loss_raw, cd)
