@@ -1,10 +1,13 @@
-"""The wheel carries kernels/ (as xmargin/_kernels) and a source checkout finds it too."""
+"""The wheel carries kernels/ (as xmargin/_kernels), a source checkout finds it too, and the
+installed (non-editable) package computes PyTorch's values with its shipped kernels."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -60,3 +63,73 @@ def test_wheel_carries_kernels(tmp_path):
     assert expected <= set(kernel_files), sorted(expected - set(kernel_files))
     assert "xmargin/__init__.py" in names
     assert not [n for n in names if n.startswith("tests/") or n.startswith("kernels/")]
+    _check_installed_wheel(wheel, tmp_path)
+
+
+# Run in a fresh interpreter whose only xmargin is the installed wheel (cwd outside the checkout):
+# PyTorch's own reference inputs against torch.nn.functional, and the Triton kernel loaded from
+# the installed xmargin/_kernels (in the interpreter when there is no GPU).
+_INSTALLED_CHECK = textwrap.dedent(
+    """
+    import importlib.util, os, sys, torch, torch.nn.functional as F
+    import xmargin
+    from xmargin._resources import kernels_dir
+    site = sys.argv[1]
+    assert xmargin.__file__.startswith(site), xmargin.__file__
+    assert str(kernels_dir()).startswith(site), kernels_dir()
+    x = torch.tensor([[0.1, 0.2, 0.4, 0.8, 0.3, 0.9, 0.05]], dtype=torch.float64)
+    t = torch.tensor([[2, 0, 6, -1, 4, -1, 6]])
+    for red in ("none", "mean", "sum"):
+        ours = xmargin.multilabel_margin_loss(x, t, reduction=red)
+        theirs = F.multilabel_margin_loss(x, t, reduction=red)
+        assert torch.allclose(ours, theirs, rtol=1e-12, atol=0), (red, ours, theirs)
+        y = torch.tensor([3])
+        assert torch.allclose(
+            xmargin.multi_margin_loss(x[:, :4], y, reduction=red),
+            F.multi_margin_loss(x[:, :4], y, reduction=red), rtol=1e-12, atol=0)
+    gpu = torch.cuda.is_available()
+    if importlib.util.find_spec("triton") and (gpu or os.environ.get("TRITON_INTERPRET") == "1"):
+        dev = "cuda" if gpu else "cpu"
+        xt, tt = x.to(dev), t.to(dev)
+        ours = xmargin.multilabel_margin_loss(xt, tt, backend="triton").cpu()
+        assert torch.allclose(ours, F.multilabel_margin_loss(x, t), rtol=1e-12, atol=0)
+    print("ok")
+    """
+)
+
+
+def _check_installed_wheel(wheel: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(site)
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        env["TRITON_INTERPRET"] = "1"
+    run = subprocess.run(
+        [sys.executable, "-c", _INSTALLED_CHECK, str(site)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), (
+        run.stdout[-2000:] + run.stderr[-3000:]
+    )
