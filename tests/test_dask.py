@@ -100,14 +100,35 @@ def test_a_million_samples_on_a_local_cluster():
         rows = xmargin.multilabel_margin_loss(x, t, reduction="none")
         mm = xmargin.multi_margin_loss(x, y, reduction="sum")
         assert rows.chunks[0] == x.chunks[0]
-        mean_v, sample, mm_v, xs, ts, ys = dask.compute(
-            mean, rows[:5000], mm, x[:5000], t[:5000], y
-        )
-    ref_sample = xmargin.multilabel_margin_loss(xs, ts, reduction="none")
-    assert_close(sample, ref_sample, rtol=1e-6, atol=1e-7, what="rows on the cluster vs NumPy")
-    assert np.isfinite(mean_v) and 0 < mean_v < 10
-    assert_close(mm_v, float(xmargin.multi_margin_loss(x.compute(), ys, reduction="sum")),
+        mean_v, rows_v, mm_v, xs, ts, ys = dask.compute(mean, rows, mm, x, t, y)
+    # the same data in one eager NumPy call (reference backend), accumulated in float64
+    ref_rows = xmargin.multilabel_margin_loss(xs, ts, reduction="none")
+    assert_close(rows_v, ref_rows, rtol=1e-6, atol=1e-7, what="rows on the cluster vs NumPy")
+    assert_close(mean_v, ref_rows.astype(np.float64).mean(), rtol=1e-5, atol=0,
+                 what="mean over 10^6 rows")  # fmt: skip
+    assert_close(mm_v, float(xmargin.multi_margin_loss(xs, ys, reduction="sum")),
                  rtol=1e-5, atol=0, what="multi_margin sum")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_half_precision_accumulates_in_float32(case):
+    """float16 in, float16 out, but rows are summed in float32: the mean of 10^5 rows of
+    float16 losses would overflow a float16 sum (max 65504) or lose itself to rounding."""
+    name, args, kwargs = CASES[case]
+    fn = getattr(xmargin, name)
+    kw = {k: v.astype(np.float16) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    kw64 = {k: v.astype(np.float64) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+    for reduction, reps, chunk in (("mean", 400, 25_000), ("sum", 4, 200)):
+        big = [np.tile(a, (reps,) + (1,) * (a.ndim - 1)) for a in args]  # reps * 250 rows
+        h = [a.astype(np.float16) if a.dtype.kind == "f" else a for a in big]
+        dh = [da.from_array(a, chunks=(chunk, *a.shape[1:])) for a in h]
+        with dask.config.set(scheduler="sync"):
+            out = fn(*dh, **kw, reduction=reduction).compute()
+        assert out.dtype == np.float16, out.dtype
+        # float64 on the same float16-rounded values: an independent accumulation
+        h64 = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in h]
+        exact = fn(*h64, **kw64, reduction=reduction)
+        assert_close(out, exact, rtol=2e-3, atol=0, what=f"{case} float16 {reduction}")
 
 
 def test_explicit_backends_apply_to_every_chunk():

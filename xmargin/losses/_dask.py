@@ -47,24 +47,28 @@ def rowwise_dask(
     t_index = "ik" if t.ndim == 2 else "i"
     w = None if weight is None else da.asarray(weight).rechunk(-1)
     dtype = input.dtype
+    # chunks hand back float32 (float64 for float64 input) so the reduction across rows and
+    # the gradient's scaling accumulate as the eager path does; one cast to dtype at the end
+    acc = np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
     def block(xb, tb, *wb):
         with scoped_options(check_values=False):
             loss, grads = impl(xb, tb, reduction="none", weight=wb[0] if wb else None,
                                argnums=argnums, **options)  # fmt: skip
-        loss = np.reshape(np.asarray(loss), (-1,))
+        loss = np.reshape(np.asarray(loss), (-1,)).astype(acc)
         if not want_grad:
             return loss
-        return np.concatenate([loss[:, None], np.reshape(grads[0], (len(loss), -1))], axis=1)
+        g = np.reshape(np.asarray(grads[0]), (len(loss), -1)).astype(acc)
+        return np.concatenate([loss[:, None], g], axis=1)
 
     args = [x, "ij", t, t_index] + ([] if w is None else [w, "j"])
     if want_grad:
-        out = da.blockwise(block, "ij", *args, dtype=dtype, concatenate=True,
-                           adjust_chunks={"j": c + 1}, meta=np.empty((0, 0), dtype))  # fmt: skip
+        out = da.blockwise(block, "ij", *args, dtype=acc, concatenate=True,
+                           adjust_chunks={"j": c + 1}, meta=np.empty((0, 0), acc))  # fmt: skip
         per_row, grad = out[:, 0], out[:, 1:]
     else:
-        per_row = da.blockwise(block, "i", *args, dtype=dtype, concatenate=True,
-                               meta=np.empty((0,), dtype))  # fmt: skip
+        per_row = da.blockwise(block, "i", *args, dtype=acc, concatenate=True,
+                               meta=np.empty((0,), acc))  # fmt: skip
         grad = None
 
     if reduction == "none":
@@ -75,6 +79,7 @@ def rowwise_dask(
     else:
         loss = per_row.sum() / n if n else per_row.sum() * math.nan
         scale = 1.0 / n if n else math.nan
+    loss = loss.astype(dtype)
     if grad is None:
         return loss, ()
     return loss, (da.reshape(grad * scale, input.shape).astype(dtype),)
