@@ -55,6 +55,21 @@ def test_every_known_backend_is_explained():
     assert all(name in text for name in names)
 
 
+def test_too_old_triton_is_reported_not_run(monkeypatch):
+    """An installed Triton older than the kernels need is unusable, with the reason."""
+    if not _registry._installed("triton"):
+        pytest.skip("triton is not installed: the version check is not reached")
+    real = _registry.importlib.metadata.version
+    fake = {"triton": "3.2.0+git1234"}
+    monkeypatch.setattr(_registry.importlib.metadata, "version",
+                        lambda name: fake.get(name) or real(name))  # fmt: skip
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    s = {s.name: s for s in backends.explain()}["triton"]
+    assert not s.usable and "triton 3.2.0+git1234 is too old" in s.reason and ">=3.4" in s.reason
+    fake["triton"] = "3.4.0"
+    assert {s.name: s for s in backends.explain()}["triton"].usable
+
+
 def test_explain_for_arrays_says_wrong_array_type():
     xs = pytest.importorskip("array_api_strict")
     report = {s.name: s for s in backends.explain(xs.asarray(X))}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import importlib.metadata
 import importlib.util
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -135,12 +137,37 @@ def _reference_supports(x: Any) -> Reason:
     return f"reference runs on NumPy arrays and torch CPU tensors, got {kind[0]} on {kind[1]}"
 
 
+# the kernels use tl.gather and masked tl.histogram (Triton 3.4)
+_MIN_VERSIONS = {"triton": (3, 4)}
+
+
+def _older_than(package: str, minimum: tuple[int, ...] | None) -> str | None:
+    """Why the installed ``package`` is too old (from its metadata; nothing is imported)."""
+    if minimum is None:
+        return None
+    try:
+        installed = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None  # importable without metadata (a source build): let it try
+    parts = []
+    for piece in installed.split(".")[: len(minimum)]:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        parts.append(int(digits or 0))
+    if tuple(parts) < minimum:
+        need = ".".join(map(str, minimum))
+        return f"{package} {installed} is too old, xmargin needs {package}>={need}"
+    return None
+
+
 def _gpu_status(module: str, package: str, extra: str) -> Callable[[], Reason]:
     def status() -> Reason:
         if not _installed(package):
             return f"{package} is not installed (pip install 'xmargin[{extra}]')"
         if not _installed(module):
             return f"not available in this xmargin version ({module} is missing)"
+        too_old = _older_than(package, _MIN_VERSIONS.get(package))
+        if too_old:
+            return too_old
         if package == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
             return None  # the interpreter runs kernels on the CPU
         why = cuda_device_reason()
