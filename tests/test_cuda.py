@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import cuda_emu
@@ -162,6 +163,41 @@ def test_source_is_found_and_points_at_its_file():
     first = code.splitlines()[0]
     assert first == f'#line 1 "{cb.source_path().as_posix()}"'
     assert "multilabel_hinge_impl" in code and cb.source_path().is_file()
+
+
+def test_module_is_compiled_once_per_device_and_source_read_once(monkeypatch):
+    """No file I/O or compile on the hot path: the source is read once per process and the
+    module compiled once per (device, architecture, source)."""
+    reads, compiles = [], []
+    monkeypatch.setattr(cb, "_MODULES", {})
+    cb._source_and_digest.cache_clear()
+    real_source = cb.source
+    monkeypatch.setattr(cb, "source", lambda: reads.append(1) or real_source())
+
+    class FakeCupy:
+        current = 0
+
+        class cuda:
+            @staticmethod
+            def Device():
+                return types.SimpleNamespace(id=FakeCupy.current,
+                                             compute_capability=("90", "80")[FakeCupy.current])  # fmt: skip
+
+        @staticmethod
+        def RawModule(code, options):
+            compiles.append(code)
+            return object()
+
+    try:
+        first = cb._module(FakeCupy)
+        assert cb._module(FakeCupy) is first and cb._module(FakeCupy) is first
+        FakeCupy.current = 1
+        second = cb._module(FakeCupy)
+        assert second is not first and cb._module(FakeCupy) is second
+        assert len(reads) == 1 and len(compiles) == 2
+        assert compiles[0].startswith("#line 1 ") and "multilabel_hinge_impl" in compiles[0]
+    finally:
+        cb._source_and_digest.cache_clear()
 
 
 def test_cache_key():

@@ -69,6 +69,10 @@ def test_bad_margin(name):
         CALLS[name](margin="1")
     with pytest.raises(TypeError, match="argument 'margin'"):
         CALLS[name](margin=np.ones(2))
+    with pytest.raises(ValueError, match="argument 'margin' must be a number, got nan"):
+        CALLS[name](margin=float("nan"))
+    # an infinite margin is a number: every hinge is active (or none for -inf)
+    assert not np.isnan(float(CALLS[name](margin=float("-inf"))))
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
 
 
+@functools.lru_cache(maxsize=1)  # looked up on every GPU launch; the install does not move
 def kernels_dir() -> Path:
     """The ``kernels/`` folder (Triton and CUDA sources) that this xmargin should use.
 

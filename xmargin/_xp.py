@@ -70,7 +70,11 @@ def check_real(fn: str, name: str, value: Any) -> float:
             f"{fn}: argument '{name}' must be a real number (float), got {type(value).__name__} "
             f"{value!r}"
         )
-    return float(value)
+    value = float(value)
+    if math.isnan(value):
+        # a NaN margin makes every hinge NaN, or 0 where a kernel compares against it
+        raise XMarginValueError(f"{fn}: argument '{name}' must be a number, got nan")
+    return value
 
 
 def check_p(fn: str, p: Any) -> int:

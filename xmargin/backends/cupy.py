@@ -15,6 +15,7 @@ per class and sample for the positives' bitmap; everything else lives in shared 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,18 @@ def entry_point(score_dtype: Any, target_dtype: Any) -> str:
     return f"xm_multilabel_hinge_{_SCORE_CODES[s]}_{_TARGET_CODES[t]}"
 
 
+@functools.lru_cache(maxsize=4)
+def _source_and_digest(path: Path) -> tuple[str, str]:
+    """The source and its hash, read once per process (not on every launch)."""
+    code = source()
+    return code, cache_key(0, "", code)[2]
+
+
 def _module(cupy: Any) -> Any:
     """The compiled module for the current device (NVRTC, once per device and source)."""
     device = cupy.cuda.Device()
-    code = source()
-    key = cache_key(device.id, device.compute_capability, code)
+    code, digest = _source_and_digest(source_path())
+    key = (int(device.id), str(device.compute_capability), digest)
     module = _MODULES.get(key)
     if module is None:
         module = cupy.RawModule(code=code, options=("--std=c++14",))
