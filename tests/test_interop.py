@@ -79,6 +79,22 @@ def test_zero_copy_between_host_frameworks():
     assert isinstance(back, np.ndarray)
 
 
+def test_a_torch_tensor_that_requires_grad_is_not_detached_silently():
+    """NumPy scores make a NumPy result: a torch argument that wants a gradient would lose it,
+    so it is refused with the argument's name instead of being detached."""
+    torch = pytest.importorskip("torch")
+    b = torch.from_numpy(X[:, 0].copy()).requires_grad_()
+    y = np.sign(RNG.normal(size=5))
+    with pytest.raises(TypeError, match=r"argument 'input2' is a torch tensor that requires grad"):
+        xmargin.margin_ranking_loss(X[:, 1], b, y)
+    w = torch.from_numpy(W.copy()).requires_grad_()
+    with pytest.raises(TypeError, match=r"argument 'weight' is a torch tensor that requires grad"):
+        xmargin.multilabel_soft_margin_loss(X, (IDX[:, :1] > 0) * np.ones((5, 9)), weight=w)
+    out = xmargin.margin_ranking_loss(X[:, 1], b.detach(), y)  # detached: converted, zero-copy
+    ref = np.maximum(0, -y * (X[:, 1] - X[:, 0])).mean()
+    assert isinstance(out, (np.ndarray, np.generic)) and abs(float(out) - ref) < 1e-12
+
+
 def test_host_targets_go_to_a_virtual_device():
     xs = pytest.importorskip("array_api_strict")
     dev = xs.Device("device1")

@@ -167,6 +167,13 @@ def _convert(fn: str, xp: Namespace, ref_name: str, ref: Array, name: str, a: An
             f"{fn}: argument '{name}' is a lazy Dask array but '{ref_name}' is a "
             f"{_type_name(ref)}; compute() it first, or pass Dask arrays for both"
         )
+    if is_torch(a) and a.requires_grad:
+        # converting would detach it: the gradient the caller asked for could never reach it
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' is a torch tensor that requires grad, but '{ref_name}' is "
+            f"a {_type_name(ref)}, so the result would be a {_type_name(ref)} and no gradient "
+            f"could reach '{name}'; pass torch tensors for both, or '{name}'.detach() it"
+        )
     if _on_host(a):
         import numpy as np
 
