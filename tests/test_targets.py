@@ -39,7 +39,9 @@ def test_from_multihot_bool_and_vector():
 def test_from_multihot_errors():
     with pytest.raises(ValueError, match="a row has 3 positive labels but argument 'width' is 2"):
         targets.from_multihot(np.array([[1, 1, 1, 0]]), width=2)
-    with pytest.raises(ValueError, match="only the labels 0 and 1, found 2"):
+    with pytest.raises(
+        ValueError, match="argument 'multi_hot' must hold only the labels 0 and 1, found 2"
+    ):
         targets.from_multihot(np.array([[1, 2, 0]]))
     with pytest.raises(ValueError, match="shape"):
         targets.from_multihot(np.zeros((1, 2, 3)))
@@ -88,6 +90,8 @@ def test_pad_feeds_the_loss():
     assert xmargin.multilabel_margin_loss(x, targets.pad(ragged)) == pytest.approx(
         float(xmargin.multilabel_margin_loss(x, wide)), rel=1e-15
     )
+    with pytest.raises(TypeError, match=r"argument 'target' .* xmargin.targets.pad\(rows\)"):
+        xmargin.multilabel_margin_loss(x, ragged)
 
 
 def test_label_conventions(xp):
@@ -98,9 +102,13 @@ def test_label_conventions(xp):
     f = targets.to_01(xp.asarray(np.array([-1.0, 1.0])))
     assert xp.to_numpy(f).tolist() == [0.0, 1.0]
     assert targets.to_pm1(np.array([True, False])).tolist() == [1, -1]
-    with pytest.raises(ValueError, match="labels 0 and 1, found -1"):
+    with pytest.raises(
+        ValueError, match="argument 'y01' must hold only the labels 0 and 1, found -1"
+    ):
         targets.to_pm1(np.array([0, -1]))
-    with pytest.raises(ValueError, match="labels -1 and 1, found 0"):
+    with pytest.raises(
+        ValueError, match="argument 'ypm1' must hold only the labels -1 and 1, found 0"
+    ):
         targets.to_01(np.array([0, 1]))
 
 

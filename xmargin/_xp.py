@@ -218,8 +218,13 @@ def same_namespace(
             try:
                 return xp.asarray(a, dtype=dtype, device=dev)
             except Exception as exc:  # ragged lists, mixed types
+                hint = ""
+                if isinstance(a, (list, tuple)) and any(isinstance(r, (list, tuple)) for r in a):
+                    hint = (
+                        " (rows of different lengths? xmargin.targets.pad(rows) pads them with -1)"
+                    )
                 raise XMarginTypeError(
-                    f"{fn}: argument '{name}' could not be converted to an array: {exc}"
+                    f"{fn}: argument '{name}' could not be converted to an array{hint}: {exc}"
                 ) from exc
         raise XMarginTypeError(
             f"{fn}: argument '{name}' must be an array (of any framework), a number or a list, "

@@ -46,7 +46,7 @@ def _namespace(fn: str, name: str, a: Any) -> Any:
     return array_namespace(a)
 
 
-def _check_values_in(fn: str, xp: Any, a: Array, allowed: tuple[int, int]) -> None:
+def _check_values_in(fn: str, name: str, xp: Any, a: Array, allowed: tuple[int, int]) -> None:
     if not check_values_enabled(a) or numel(tuple(a.shape)) == 0 or a.dtype == xp.bool:
         return
     ok = (a == allowed[0]) | (a == allowed[1])
@@ -56,7 +56,7 @@ def _check_values_in(fn: str, xp: Any, a: Array, allowed: tuple[int, int]) -> No
         first = int(xp.argmax(xp.astype(~flat_ok, xp.int8)))
         value = xp.reshape(a, (-1,))[first]
         raise XMarginValueError(
-            f"{fn}: argument must hold only the labels {allowed[0]} and {allowed[1]}, found "
+            f"{fn}: argument '{name}' must hold only the labels {allowed[0]} and {allowed[1]}, found "
             f"{float(value):g} at flat position {first}"
         )
 
@@ -71,7 +71,7 @@ def to_pm1(y01: Array) -> Array:
     xp = _namespace("to_pm1", "y01", y01)
     if y01.dtype == xp.bool:
         y01 = xp.astype(y01, index_dtype(xp))
-    _check_values_in("to_pm1", xp, y01, (0, 1))
+    _check_values_in("to_pm1", "y01", xp, y01, (0, 1))
     return 2 * y01 - 1
 
 
@@ -83,7 +83,7 @@ def to_01(ypm1: Array) -> Array:
     [0.0, 1.0]
     """
     xp = _namespace("to_01", "ypm1", ypm1)
-    _check_values_in("to_01", xp, ypm1, (-1, 1))
+    _check_values_in("to_01", "ypm1", xp, ypm1, (-1, 1))
     if xp.isdtype(ypm1.dtype, "integral"):
         return (ypm1 + 1) // 2
     return (ypm1 + 1) / 2
@@ -94,7 +94,8 @@ def from_multihot(multi_hot: Array, width: int | None = None) -> Array:
 
     The positives of each row come in increasing class order, then -1. ``width`` defaults to C
     (PyTorch's target layout); a smaller ``width`` saves memory when rows have few labels, and a
-    row with more positives than ``width`` is an error.
+    row with more positives than ``width`` is an error. Where values cannot be checked (value
+    checks off, JAX tracing, lazy Dask arrays) such a row keeps its first ``width`` classes.
 
     >>> import numpy as np
     >>> from_multihot(np.array([[0, 1, 0, 1], [1, 0, 0, 0]])).tolist()
@@ -117,7 +118,7 @@ def from_multihot(multi_hot: Array, width: int | None = None) -> Array:
     if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 0:
         raise XMarginValueError(f"{fn}: argument 'width' must be an integer >= 0, got {width!r}")
     width = int(width)
-    _check_values_in(fn, xp, mh, (0, 1))
+    _check_values_in(fn, "multi_hot", xp, mh, (0, 1))
     dev = _device(mh)
     positive = (mh != 0) if mh.dtype != xp.bool else mh
     idx = index_dtype(xp)
