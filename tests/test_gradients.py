@@ -7,6 +7,7 @@ import pytest
 
 import xmargin
 
+import oracle
 from conftest import assert_close
 
 torch = pytest.importorskip("torch")
@@ -132,3 +133,44 @@ def test_reduction_none_gradient_is_that_of_the_sum():
     _, g_mean = xmargin.value_and_grad(xmargin.multilabel_margin_loss)(x, t, reduction="mean")
     assert np.array_equal(g_none, g_sum)
     assert_close(g_mean, g_sum / 4, rtol=1e-15, atol=0, what="mean = sum / N")
+
+
+# the torch.library op behind multilabel_margin_loss on the default CPU backends (the Triton
+# tests cover backend="triton"): opcheck (schema, fake tensor, autograd registration) and
+# torch.compile(fullgraph=True) with automatic dispatch, -1 terminators, p = 2 and weights.
+OP_T = torch.tensor([[0, 5, -1, 2, 2, 2], [4, 4, 1, 0, -1, 3], [-1, 0, 0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("backend", ["reference", "portable"])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_opcheck_on_cpu_backends(backend, p, weighted):
+    x = _x(3, 6, seed=5)
+    w = torch.linspace(0.5, 2.0, 6, dtype=torch.float64) if weighted else None
+    scale = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    import xmargin.adapters.torch  # noqa: F401 - registers the op (loaded lazily otherwise)
+
+    op = torch.ops.xmargin.pairwise_hinge.default
+    for want in (True, False):
+        xx = x if want else x.detach()
+        torch.library.opcheck(op, (xx, OP_T, 0.7, p, w, want, backend))
+        torch.library.opcheck(op, (xx.detach(), OP_T, 0.7, p, w, want, backend, scale))
+
+
+@pytest.mark.parametrize(("p", "weighted"), [(1, False), (2, True)])
+def test_torch_compile_fullgraph_with_automatic_dispatch(p, weighted):
+    x = _x(3, 6, seed=6)
+    w = torch.linspace(0.5, 2.0, 6, dtype=torch.float64) if weighted else None
+
+    def f(x, t):
+        return xmargin.multilabel_margin_loss(x, t, margin=0.7, p=p, weight=w)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(x, OP_T)
+    (g,) = torch.autograd.grad(out, x)
+    x_np = x.detach().numpy()
+    ref, ref_g = oracle.multilabel_margin(
+        x_np, OP_T.numpy(), margin=0.7, p=p, weight=None if w is None else w.numpy()
+    )
+    assert_close(out.detach().numpy(), np.mean(ref), rtol=1e-12, atol=1e-12, what="compiled")
+    assert_close(g.numpy(), np.asarray(ref_g) / 3, rtol=1e-12, atol=1e-12, what="compiled grad")
