@@ -1,7 +1,7 @@
 """``python -m benchmarks``: xmargin against PyTorch, every usable backend, one table.
 
     python -m benchmarks --quick          # under 2 minutes on 2 CPU cores
-    python -m benchmarks                  # the full grid (about 10 minutes on 2 CPU cores)
+    python -m benchmarks                  # the full grid (about 15 minutes on 2 CPU cores)
     python -m benchmarks --device cuda    # on a GPU: the GPU grid, GB/s, torch.compile
 
 multilabel_margin_loss over the (N, C, T) grid of DESIGN.md §8, a sweep of T at fixed (N, C)
