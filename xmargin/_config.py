@@ -13,9 +13,9 @@ The environment variable ``XMARGIN_CHECK_VALUES=0`` sets the process default. Sh
 namespace checks are never switched off. Value checks are skipped where values cannot be read
 without breaking the computation: under ``torch.compile`` (a graph break), for JAX tracers
 (inside ``jit``, ``grad``, ``vmap``) and for Dask arrays (a ``compute()``); validate targets
-once outside, eagerly. There, as with checks off, an invalid target gives a NaN row. With value checks off, an out-of-range target is not
-reported; the affected sample's loss and gradient come out NaN instead (never an out-of-bounds
-read and never a silently wrong number).
+once outside, eagerly. There, as with checks off, an out-of-range target is not reported: the
+affected sample's loss and gradient come out NaN instead (never an out-of-bounds read and never
+a silently wrong number).
 """
 
 from __future__ import annotations
