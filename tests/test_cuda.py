@@ -168,11 +168,13 @@ def test_source_is_found_and_points_at_its_file():
 def test_module_is_compiled_once_per_device_and_source_read_once(monkeypatch):
     """No file I/O or compile on the hot path: the source is read once per process and the
     module compiled once per (device, architecture, source)."""
-    reads, compiles = [], []
+    reads, hashes, compiles = [], [], []
     monkeypatch.setattr(cb, "_MODULES", {})
-    cb._source_and_digest.cache_clear()
-    real_source = cb.source
-    monkeypatch.setattr(cb, "source", lambda: reads.append(1) or real_source())
+    cb.source.cache_clear()
+    cb._digest.cache_clear()
+    real_read, real_sha = Path.read_text, cb.hashlib.sha256
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or real_read(self, *a, **k))  # fmt: skip
+    monkeypatch.setattr(cb.hashlib, "sha256", lambda *a: hashes.append(1) or real_sha(*a))
 
     class FakeCupy:
         current = 0
@@ -194,10 +196,11 @@ def test_module_is_compiled_once_per_device_and_source_read_once(monkeypatch):
         FakeCupy.current = 1
         second = cb._module(FakeCupy)
         assert second is not first and cb._module(FakeCupy) is second
-        assert len(reads) == 1 and len(compiles) == 2
+        assert reads == [cb.source_path()] and len(hashes) == 1 and len(compiles) == 2
         assert compiles[0].startswith("#line 1 ") and "multilabel_hinge_impl" in compiles[0]
     finally:
-        cb._source_and_digest.cache_clear()
+        cb.source.cache_clear()
+        cb._digest.cache_clear()
 
 
 def test_cache_key():

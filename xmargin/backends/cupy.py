@@ -34,6 +34,7 @@ def source_path() -> Path:
     return kernels_dir() / "cuda" / "multilabel_hinge.cu"
 
 
+@functools.lru_cache(maxsize=1)  # read once per process, not on every launch
 def source() -> str:
     """The kernel source with a ``#line`` directive naming its file (for compiler messages)."""
     path = source_path()
@@ -43,7 +44,12 @@ def source() -> str:
 
 def cache_key(device_id: int, compute_capability: str, code: str) -> tuple[int, str, str]:
     """Compiled modules are cached per device, architecture and source text."""
-    return (int(device_id), str(compute_capability), hashlib.sha256(code.encode()).hexdigest())
+    return (int(device_id), str(compute_capability), _digest(code))
+
+
+@functools.lru_cache(maxsize=4)  # the same source string on every launch: hashed once
+def _digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -62,18 +68,11 @@ def entry_point(score_dtype: Any, target_dtype: Any) -> str:
     return f"xm_multilabel_hinge_{_SCORE_CODES[s]}_{_TARGET_CODES[t]}"
 
 
-@functools.lru_cache(maxsize=4)
-def _source_and_digest(path: Path) -> tuple[str, str]:
-    """The source and its hash, read once per process (not on every launch)."""
-    code = source()
-    return code, cache_key(0, "", code)[2]
-
-
 def _module(cupy: Any) -> Any:
     """The compiled module for the current device (NVRTC, once per device and source)."""
     device = cupy.cuda.Device()
-    code, digest = _source_and_digest(source_path())
-    key = (int(device.id), str(device.compute_capability), digest)
+    code = source()
+    key = cache_key(device.id, device.compute_capability, code)
     module = _MODULES.get(key)
     if module is None:
         module = cupy.RawModule(code=code, options=("--std=c++14",))

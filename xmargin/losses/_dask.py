@@ -38,6 +38,7 @@ def rowwise_dask(
     import numpy as np
 
     from .._config import options as scoped_options
+    from .._xp import compute_dtype
 
     want_grad = bool(argnums)
     x = da.reshape(input, (n, c)).rechunk({1: -1})
@@ -49,7 +50,7 @@ def rowwise_dask(
     dtype = input.dtype
     # chunks hand back float32 (float64 for float64 input) so the reduction across rows and
     # the gradient's scaling accumulate as the eager path does; one cast to dtype at the end
-    acc = np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+    acc = np.dtype(compute_dtype(np, dtype))
 
     def block(xb, tb, *wb):
         with scoped_options(check_values=False):
