@@ -85,7 +85,8 @@ def test_loss_object_options_are_read_only():
 
 
 def test_loss_object_legacy_arguments():
-    with pytest.warns(DeprecationWarning, match="reduction='sum'"):
+    # PyTorch's warning: a UserWarning with its text (torch.nn.SoftMarginLoss does the same)
+    with pytest.warns(UserWarning, match="size_average and reduce args will be deprecated"):
         loss = xmargin.SoftMarginLoss(size_average=False)
     assert loss.reduction == "sum"
 

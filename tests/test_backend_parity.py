@@ -14,7 +14,7 @@ from conftest import assert_close
 
 torch = pytest.importorskip("torch")
 
-CPU_BACKENDS = ["reference", "portable"]
+CPU_BACKENDS = ["numba", "reference", "portable"]
 # per-dtype tolerances, relative to the float64 oracle
 TOL = {"float64": 1e-12, "float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
 
@@ -129,11 +129,12 @@ def test_dtypes_through_the_loss(backend, dtype, target_dtype):
                  what=f"{backend} {dtype} grad")  # fmt: skip
 
 
-def test_reference_float32_uses_exact_comparisons():
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_float32_uses_exact_comparisons(backend):
     """Ties at the margin in float32: a hinge of exactly 0 has zero gradient, as in float64."""
     x = np.array([[0.1, 1.1, 2.1, 1.1]], dtype=np.float32)
     t = np.array([[1, -1, 0, 0]])
-    hinge = backends.get("reference").load()
+    hinge = backends.get(backend).load()
     loss32, grad32 = hinge(x, t, margin=1.0, p=1, weight=None, want_grad=True)
     ref_loss, ref_grad = oracle.multilabel_margin_dense(x.astype(np.float64), t)
     assert_close(loss32, ref_loss, rtol=1e-7, atol=1e-7, what="float32 ties loss")
@@ -173,3 +174,29 @@ def test_autograd_computes_the_gradient_in_the_forward_pass():
         assert calls == [False]
     finally:
         backends.unregister("spy")
+
+
+@pytest.mark.parametrize("direct_max", [0, 4, 10**9], ids=["search", "mixed", "direct"])
+@pytest.mark.parametrize("p", [1, 2])
+def test_numba_direct_loop_and_sorted_search_agree(monkeypatch, direct_max, p):
+    """Rows pick the direct O(T·C) loop or the sorted search by their own T: both against the
+    oracle, on rows of every T from 0 to 40 in one batch (duplicates, terminators, ties)."""
+    from xmargin.backends import numba as nb
+
+    monkeypatch.setattr(nb, "DIRECT_MAX", direct_max)
+    rng = np.random.default_rng(direct_max % 97 + p)
+    n, c = 41, 60
+    x = rng.integers(-6, 7, size=(n, c)) / 2  # halves: ties at the margin
+    t = np.full((n, 45), -1)
+    for i in range(n):  # row i has i positive slots
+        t[i, :i] = rng.integers(0, c, size=i)
+    w = rng.uniform(0.5, 2.0, size=c)
+    loss, grad = nb.hinge_numpy(x, t, margin=0.5, p=p, weight=w, want_grad=True)
+    ref_loss, ref_grad = oracle.multilabel_margin_dense(x, t, margin=0.5, p=p, weight=w)
+    assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12, what=f"numba loss direct_max={direct_max}")
+    assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12, what=f"numba grad direct_max={direct_max}")
+    scale = rng.uniform(-2, 2, size=n)
+    _, scaled = nb.hinge_numpy(x, t, margin=0.5, p=p, weight=w, want_grad=True, grad_scale=scale)
+    assert_close(scaled, ref_grad * scale[:, None], rtol=1e-12, atol=1e-12, what="grad_scale")
+    loss_only, none = nb.hinge_numpy(x, t, margin=0.5, p=p, weight=w, want_grad=False)
+    assert none is None and np.array_equal(loss_only, loss)

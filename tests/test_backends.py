@@ -43,8 +43,9 @@ def spies():
 def test_every_known_backend_is_explained():
     report = backends.explain()
     names = [s.name for s in report]
-    assert names[:4] == ["reference", "portable", "triton", "cupy"]
+    assert names[:5] == ["numba", "reference", "portable", "triton", "cupy"]
     by_name = {s.name: s for s in report}
+    assert by_name["numba"].usable  # a core dependency
     assert by_name["reference"].usable and by_name["portable"].usable
     for gpu in ("triton", "cupy"):
         s = by_name[gpu]
@@ -73,17 +74,18 @@ def test_too_old_triton_is_reported_not_run(monkeypatch):
 def test_explain_for_arrays_says_wrong_array_type():
     xs = pytest.importorskip("array_api_strict")
     report = {s.name: s for s in backends.explain(xs.asarray(X))}
-    assert not report["reference"].usable
+    assert not report["reference"].usable and not report["numba"].usable
     assert "NumPy arrays and torch CPU tensors" in report["reference"].reason
+    assert "NumPy arrays and torch CPU tensors" in report["numba"].reason
     assert report["portable"].usable
     assert backends.available(xs.asarray(X)) == ["portable"]
-    assert backends.available(X)[:2] == ["reference", "portable"]
+    assert backends.available(X)[:3] == ["numba", "reference", "portable"]
 
 
 def test_automatic_dispatch():
-    assert _registry._automatic(X) == "reference"
+    assert _registry._automatic(X) == "numba"
     torch = pytest.importorskip("torch")
-    assert _registry._automatic(torch.zeros(2, 3)) == "reference"
+    assert _registry._automatic(torch.zeros(2, 3)) == "numba"
     xs = pytest.importorskip("array_api_strict")
     assert _registry._automatic(xs.asarray(X)) == "portable"
     assert (type(X), "cpu") in _registry._AUTO_CACHE  # cached per type and device kind
@@ -136,7 +138,7 @@ def test_precedence(spies, monkeypatch):
 def test_unknown_and_unusable_backends(monkeypatch):
     with pytest.raises(
         ValueError,
-        match=r"unknown backend 'nope' \(from backend=\); valid choices: 'reference', 'portable', 'triton', 'cupy'",
+        match=r"unknown backend 'nope' \(from backend=\); valid choices: 'numba', 'reference', 'portable', 'triton', 'cupy'",
     ):
         xmargin.multilabel_margin_loss(X, T, backend="nope")
     with pytest.raises(ValueError, match="unknown backend 'nope'"), xmargin.use_backend("nope"):
@@ -203,6 +205,21 @@ def test_use_backend_is_task_local(spies):
     assert len(spies["spy_a"]) == 5 and len(spies["spy_b"]) == 7
 
 
+def test_without_numba_dispatch_falls_back_to_reference(monkeypatch):
+    """Where Numba cannot import, NumPy and torch CPU arrays go to reference, and explain()
+    says why."""
+    from xmargin.backends import numba as nb
+
+    monkeypatch.setattr(nb, "status", lambda: "numba does not import (ImportError: test)")
+    monkeypatch.setattr(_registry, "_AUTO_CACHE", {})
+    assert _registry._automatic(X) == "reference"
+    s = {s.name: s for s in backends.explain()}["numba"]
+    assert not s.usable and "numba does not import" in s.reason
+    assert float(xmargin.multilabel_margin_loss(X, T)) == pytest.approx(0.5125)
+    with pytest.raises(ValueError, match=r"backend 'numba' .* cannot run here: numba does not"):
+        xmargin.multilabel_margin_loss(X, T, backend="numba")
+
+
 def test_detection_imports_no_framework():
     code = (
         "import sys, numpy as np, xmargin;"
@@ -221,10 +238,11 @@ def test_info_command():
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for label in ("python", "numpy", "array-api-compat", "torch", "triton", "cupy", "jax", "dask"):
+    for label in ("python", "numpy", "array-api-compat", "numba", "torch", "triton", "cupy", "jax",
+                  "dask"):  # fmt: skip
         assert f"\n{label} " in out, label
     assert "\ncpu " in out
-    for name in ("reference", "portable", "triton", "cupy"):
+    for name in ("numba", "reference", "portable", "triton", "cupy"):
         assert f"\n{name} " in out
     assert "usable" in out
     usage = subprocess.run([sys.executable, "-m", "xmargin"], capture_output=True, text=True)

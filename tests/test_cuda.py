@@ -2,7 +2,8 @@
 
 Without a GPU: every ``.cu`` compiles with nvcc for sm_80 and sm_90 and with NVRTC (the
 compiler CuPy uses); the kernel's logic runs on the CPU through tests/tools/cuda_emulator.cpp
-(one std::thread per CUDA thread) against the reference backend; the host code's source
+(one std::thread per CUDA thread) against the reference backend, and against the oracle for
+the kernel's own contract (any target values, large and infinite scores); the host code's source
 loading, cache keys, entry points, dispatch and errors are checked. With a GPU (``gpu`` mark):
 parity on CuPy arrays and torch CUDA tensors, autograd, streams, determinism.
 """
@@ -153,6 +154,162 @@ def test_emulated_nan_rows_loss_only_and_determinism(emulator):
     a = cuda_emu.run(emulator, x, t, p=2)
     b = cuda_emu.run(emulator, x, t, p=2)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel's own contract, emulated, against the independent oracle (tests/oracle.py)
+# ---------------------------------------------------------------------------------------------
+def _oracle_raw(x, t, **kw):
+    """The literal-loop oracle as raw sums (it returns values after the 1/C)."""
+    import oracle
+
+    c = np.asarray(x).shape[1]
+    losses, grads = oracle.multilabel_margin(x, t, **kw)
+    return np.array(losses) * c, np.array(grads, dtype=np.float64).reshape(-1, c) * c
+
+
+def _invalid_target_rows(c, k, wide):
+    """(N, K) targets, and which rows hold a value outside [-1, C) (also after the terminator,
+    also past the first 256 columns, also after a second tile of positives)."""
+    fill = [(i * 3) % c for i in range(k)]  # valid filler: a row of it has K positives
+
+    def row(*head, tail=()):
+        return (list(head) + fill[len(head) : k - len(tail)] + list(tail))[:k]
+
+    rows = [
+        (row(0, 2, -1), False),
+        (row(0, 2, -1, tail=(-2,)), True),  # -2 after the terminator, in the last column
+        (row(-7, 1, 2), True),  # first entry
+        (row(1, c, -1), True),  # C before the terminator
+        (row(3, -1, 0, tail=(c + 5,)), True),  # C + 5 after the terminator, last column
+        (row(c - 1, 1, 0, 2), False),  # K positives: two tiles
+        (row(tail=(-1, c)), True),  # two tiles of positives, then the terminator, then C
+        (row(-1, tail=(c,)), True),  # no positives, still invalid
+        (row(2, 2, -1, tail=(-1,)), False),
+    ]
+    if wide:  # int64 only: values that a 32-bit truncation would turn into valid classes
+        rows += [
+            (row(1, 2**32 + 1, -1), True),  # (int32) 1
+            (row(0, -1, tail=(2**40,)), True),
+            (row(2**32, -1, 0), True),  # (int32) 0
+            (row(0, 1, -(2**33)), True),  # negative, below -1
+            (row(1, 0, -1, tail=(-(2**32) + 3,)), True),  # (int32) 3
+        ]
+    return np.array([r for r, _ in rows], dtype=np.int64), np.array([b for _, b in rows])
+
+
+@pytest.mark.parametrize("target_dtype", ["int32", "int64"])
+@pytest.mark.parametrize("p", [1, 2])
+def test_emulated_invalid_targets_give_nan_rows(emulator, target_dtype, p):
+    """Any target outside [-1, C), anywhere in the row, makes that row's loss and gradient NaN
+    (the gradient NaN whatever the scale is); the other rows are exact. int64 targets are
+    compared as 64-bit values. K = 300: more than one pass of 256 threads, two tiles."""
+    c, k = 7, 300
+    t, bad = _invalid_target_rows(c, k, wide=target_dtype == "int64")
+    n = t.shape[0]
+    rng = np.random.default_rng(12)
+    x = rng.integers(-6, 7, size=(n, c)) / 2
+    weight = rng.uniform(0.5, 2.0, c)
+    scale = rng.uniform(-2.0, 2.0, n)
+    scale[1] = 0.0  # NaN also times 0
+    kw = {"dtype": "float64", "target_dtype": target_dtype, "p": p, "weight": weight}
+    loss, grad, _ = cuda_emu.run(emulator, x, t, scale=scale, **kw)
+    only, none, _ = cuda_emu.run(emulator, x, t, want_grad=False, **kw)
+    assert none is None
+    assert np.isnan(loss[bad]).all() and np.isnan(only[bad]).all()
+    assert np.isnan(grad[bad]).all()
+    ref_loss, ref_grad = _oracle_raw(x[~bad], t[~bad], p=p, weight=weight)
+    assert_close(loss[~bad], ref_loss, rtol=1e-12, atol=1e-12, what="valid rows' loss")
+    assert_close(only[~bad], ref_loss, rtol=1e-12, atol=1e-12, what="valid rows' loss only")
+    assert_close(
+        grad[~bad], ref_grad * scale[~bad, None], rtol=1e-12, atol=1e-12, what="valid grads"
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "s"),
+    [("float64", 1e2), ("float64", 1e4), ("float64", 1e6), ("float32", 1e2), ("float32", 1e3)],
+)
+@pytest.mark.parametrize("p", [1, 2])
+def test_emulated_precision_at_large_scores(emulator, dtype, s, p):
+    """Scores s + N(0, 1): the sums are formed relative to a pivot per tile, so the loss stays
+    within a few ulps of the float64 oracle (on the same rounded scores) however large s is.
+    300 positives (two tiles of 256), weights, gradients."""
+    import oracle
+
+    rng = np.random.default_rng(int(s) + p)
+    n, c, k = 3, 400, 300
+    x = s + rng.normal(size=(n, c))
+    t = np.stack([rng.permutation(c)[:k] for _ in range(n)])
+    t[1, 120] = -1
+    t[2, 3] = t[2, 2]  # a duplicate
+    weight = rng.uniform(0.5, 2.0, c)
+    loss, grad, values = cuda_emu.run(emulator, x, t, dtype=dtype, p=p, weight=weight)
+    ref_loss, ref_grad = oracle.multilabel_margin_dense(values, t, p=p, weight=weight)
+    # measured: a few ulps; before the pivot float32 at s = 1e3 was 1e-2 off
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    assert_close(loss, ref_loss, rtol=tol, atol=0, what=f"loss at s={s}")
+    gscale = np.abs(ref_grad).max()
+    assert_close(grad, ref_grad, rtol=tol, atol=tol * gscale, what=f"grad at s={s}")
+
+
+_INF = np.inf
+# (scores, targets): rows where some scores are infinite; the oracle's IEEE arithmetic decides
+INF_CASES = {
+    "example": ([0.0, -_INF, 1.0], [0, -1, 0]),
+    "neg at +inf": ([0.0, _INF, 0.5, -3.0], [0, -1, 0, 0]),
+    "pos at -inf": ([-_INF, 0.0, 2.0, -1.0], [0, -1, 0, 0]),
+    "pos and neg at -inf": ([-_INF, -_INF, 1.0, -5.0], [0, -1, 0, 0]),
+    "neg at -inf below all": ([0.0, -_INF, -_INF, 0.5], [0, 3, -1, 1]),
+    "pos at +inf": ([_INF, 0.0, 1.0, -_INF], [0, -1, 0, 0]),
+    "pos and neg at +inf": ([_INF, _INF, 0.0, 2.0], [0, 3, -1, 0]),
+    "pos at +inf, class 0 neg": ([0.5, _INF, 0.0, 1.0], [1, 2, -1, 0]),
+    "mixed": ([-_INF, 0.5, _INF, 0.0, -_INF, 1.0], [0, 1, -1, 0, 0, 0]),
+    "dup pos at -inf": ([-_INF, 0.5, 1.0, -2.0], [0, 0, 1, -1]),
+    "two -inf positives": ([-_INF, -_INF, 3.0, 0.0, _INF], [1, 0, 3, -1]),
+    "nan and inf": ([_INF, np.nan, 0.0, 1.0], [2, -1, 0, 0]),
+    "all finite": ([0.0, 0.5, 1.0, -1.0], [2, -1, 0, 0]),
+}
+
+
+def _inf_problem(c):
+    """INF_CASES padded to (N, C) (padding: finite scores far below every threshold), plus two
+    rows of 270 positives (two tiles) with infinite scores among positives and negatives."""
+    xs, ts = [], []
+    for x, t in INF_CASES.values():
+        xs.append(list(x) + [-100.0] * (c - len(x)))
+        ts.append(list(t) + [-1] * (c - len(t)))
+    names = list(INF_CASES)
+    rng = np.random.default_rng(5)
+    for variant in range(2):
+        x = rng.integers(-8, 9, size=c) / 4
+        t = rng.permutation(c)
+        t[270:] = -1
+        x[t[[3, 200]]] = -_INF  # positives at -inf in both tiles
+        neg = np.setdiff1d(np.arange(c), t[:270])
+        x[neg[:2]] = [_INF, -_INF] if variant == 0 else [-_INF, 0.25]
+        if variant == 1:
+            x[t[150]] = _INF  # a positive at +inf
+        xs.append(list(x))
+        ts.append(list(t))
+        names.append(f"two tiles {variant}")
+    return np.array(xs), np.array(ts), names
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_emulated_infinite_scores_follow_the_definition(emulator, dtype, p, weighted):
+    """±inf scores: each pair counts iff x_j > x_k − margin, with W·max(0, ·)^p in IEEE
+    arithmetic (an infinite hinge is +inf, a class no threshold is below adds nothing): the
+    literal oracle's values, loss and gradient, without NaN from inf − inf or 0·inf."""
+    x, t, names = _inf_problem(300)
+    weight = np.linspace(0.5, 2.0, x.shape[1]) if weighted else None
+    loss, grad, values = cuda_emu.run(emulator, x, t, dtype=dtype, p=p, weight=weight)
+    ref_loss, ref_grad = _oracle_raw(values, t, p=p, weight=weight)
+    for i, name in enumerate(names):
+        assert_close(loss[i], ref_loss[i], rtol=1e-6, atol=1e-6, what=f"{name}: loss")
+        assert_close(grad[i], ref_grad[i], rtol=1e-6, atol=1e-6, what=f"{name}: grad")
 
 
 # ---------------------------------------------------------------------------------------------

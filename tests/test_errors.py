@@ -341,3 +341,106 @@ def test_errors_are_also_runtime_errors():
         xmargin.multilabel_margin_loss(X, np.zeros((3, 3), int))
     with pytest.raises(RuntimeError):
         xmargin.multi_margin_loss(X, Y.astype(float))
+
+
+# --------------------------------------------------------------------------------------------
+# arrays of other frameworks beside Dask scores, loss objects, helpers (issue 10, item 12)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("framework", ["torch", "array_api_strict"])
+def test_dask_scores_with_other_frameworks_arrays(framework):
+    """Host arrays of another framework are converted for Dask scores, as for NumPy ones."""
+    da = pytest.importorskip("dask.array")
+    mod = pytest.importorskip(framework)
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    w = np.array([1.0, 2.0, 0.5])
+    dx = da.from_array(x, chunks=2)
+    calls = [
+        ("multilabel_soft_margin_loss", (x > 0) * 1.0, {"weight": w}),
+        ("multi_margin_loss", np.array([0, 2, 1, 1]), {"weight": w}),
+        ("multilabel_margin_loss", np.array([[0, -1], [2, 1], [1, -1], [0, 2]]), {"weight": w}),
+    ]
+    for name, target, kw in calls:
+        fn = getattr(xmargin, name)
+        want = float(fn(x, target, **kw))
+        got = fn(dx, mod.asarray(target), weight=mod.asarray(w))
+        assert float(got.compute()) == pytest.approx(want, rel=1e-12), name
+
+
+def test_dask_scores_with_a_device_array_name_the_argument():
+    da = pytest.importorskip("dask.array")
+    torch = pytest.importorskip("torch")
+    dx = da.from_array(np.zeros((2, 3)), chunks=1)
+    meta = torch.zeros(3, dtype=torch.float64, device="meta")
+    with pytest.raises(
+        ValueError, match=r"multi_margin_loss: argument 'weight' is a torch.Tensor on meta"
+    ):
+        xmargin.multi_margin_loss(dx, np.array([0, 1]), weight=meta)
+
+
+def test_loss_object_repr_with_a_list_weight():
+    assert repr(xmargin.MultiMarginLoss(weight=[1.0, 2.0])) == (
+        "MultiMarginLoss(p=1, margin=1.0, weight=[1.0, 2.0], reduction='mean')"
+    )
+    assert "weight=<array shape=(3,)>" in repr(xmargin.MultiLabelMarginLoss(weight=np.ones(3)))
+
+
+def test_loss_object_backend_is_checked_at_construction():
+    with pytest.raises(
+        ValueError, match=r"MultiLabelMarginLoss: argument 'backend' must be None .* got 'nonsense'"
+    ):
+        xmargin.MultiLabelMarginLoss(backend="nonsense")
+    with pytest.raises(ValueError, match=r"argument 'backend'.* got 3"):
+        xmargin.MultiLabelMarginLoss(backend=3)
+    xmargin.MultiLabelMarginLoss(backend="portable")  # known: fine (usability is per call)
+
+
+@pytest.mark.parametrize("rows", [[["a"]], [[1, "2"]], [[1.5]], [[True]], ["ab"], [[None]]])
+def test_pad_names_the_argument(rows):
+    with pytest.raises(
+        TypeError, match=r"pad: row 0 of argument 'ragged_lists' must be a sequence of int"
+    ):
+        xmargin.targets.pad(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# a target that requires grad (issue 10, item 14): PyTorch's rule per loss
+# --------------------------------------------------------------------------------------------
+def test_soft_margin_target_requiring_grad_is_refused_as_in_pytorch():
+    torch = pytest.importorskip("torch")
+    x = torch.zeros(3, dtype=torch.float64)
+    y = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not differentiable with respect to argument 'target'"):
+        torch.nn.functional.soft_margin_loss(x, y)
+    with pytest.raises(
+        ValueError, match=r"soft_margin_loss: argument 'target' requires grad.*target.detach"
+    ):
+        xmargin.soft_margin_loss(x, y)
+    with torch.no_grad():  # as in PyTorch: nothing is recorded, nothing to refuse
+        assert (
+            xmargin.soft_margin_loss(x, y).item()
+            == torch.nn.functional.soft_margin_loss(x, y).item()
+        )
+
+
+@pytest.mark.parametrize(
+    "name", ["multilabel_soft_margin_loss", "hinge_embedding_loss", "margin_ranking_loss"]
+)
+def test_target_gradients_where_pytorch_gives_them(name):
+    """The element-wise losses PyTorch composes from differentiable operations give a target
+    gradient there; xmargin gives the same one."""
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.rand(3, 4, dtype=torch.float64, generator=g) * 2 - 1
+    ours, theirs = y.clone().requires_grad_(), y.clone().requires_grad_()
+    args = (x, x.detach().flip(0)) if name == "margin_ranking_loss" else (x,)
+    out = getattr(xmargin, name)(*args, ours)
+    ref = getattr(torch.nn.functional, name)(*args, theirs)
+    if not ref.requires_grad or ref.grad_fn is None:
+        return
+    (g_ours,) = torch.autograd.grad(out, ours, allow_unused=True)
+    (g_theirs,) = torch.autograd.grad(ref, theirs, allow_unused=True)
+    if g_theirs is None:
+        assert g_ours is None or bool((g_ours == 0).all())
+    else:
+        torch.testing.assert_close(g_ours, g_theirs, rtol=1e-12, atol=1e-12)

@@ -12,12 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xmargin.backends import numba as numba_backend
 from xmargin.backends import portable, reference
 
 import oracle
 from conftest import assert_close
 
-BACKENDS = {"portable": portable.hinge, "reference": reference.hinge}
+BACKENDS = {
+    "numba": numba_backend.hinge,
+    "portable": portable.hinge,
+    "reference": reference.hinge,
+}
 
 
 def _triton_on_numpy(x, t, **kw):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -280,9 +281,22 @@ def test_elementwise_losses(name, make, kwargs, reduction):
     compare_with_torch(name, args, {**kwargs, "reduction": reduction})
 
 
+def _warned(fn, *args, **kw):
+    """(result or the exception raised, [(warning category, message), ...])."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = fn(*args, **kw)
+        except Exception as exc:  # compared with PyTorch's below
+            out = exc
+    return out, [(w.category, str(w.message)) for w in caught]
+
+
 @pytest.mark.parametrize("name", sorted(set(OPS.values())))
 def test_legacy_reduction_arguments(name):
-    """size_average/reduce map to reduction as in PyTorch, with a DeprecationWarning."""
+    """size_average/reduce and reduction="elementwise_mean" map to reduction as in PyTorch,
+    with exactly PyTorch's warnings (UserWarning, same text); multilabel_soft_margin_loss
+    refuses "elementwise_mean" as PyTorch does."""
     x = _x((3, 4), 0)
     args = {
         "soft_margin_loss": (x, _pm1((3, 4), 1)),
@@ -292,12 +306,18 @@ def test_legacy_reduction_arguments(name):
         "hinge_embedding_loss": (x, _pm1((3, 4), 1)),
         "margin_ranking_loss": (x, _x((3, 4), 2), _pm1((3, 4), 1)),
     }[name]
-    for size_average, reduce in [(False, None), (None, False), (True, True), (False, False)]:
-        kw = {"size_average": size_average, "reduce": reduce}
-        with pytest.warns(DeprecationWarning, match="size_average and reduce"):
-            ours = getattr(xmargin, name)(*args, **kw)
-        with pytest.warns(UserWarning):
-            theirs = getattr(F, name)(*args, **kw)
+    cases = [{"size_average": a, "reduce": b} for a, b in [(False, None), (None, False),
+             (True, True), (False, False)]]  # fmt: skip
+    cases.append({"reduction": "elementwise_mean"})
+    for kw in cases:
+        ours, our_warnings = _warned(getattr(xmargin, name), *args, **kw)
+        theirs, their_warnings = _warned(getattr(F, name), *args, **kw)
+        assert our_warnings == their_warnings, f"{name} {kw}: {our_warnings} != {their_warnings}"
+        if isinstance(theirs, Exception):
+            assert isinstance(ours, ValueError), f"{name} {kw}: PyTorch raised {theirs!r}"
+            assert str(kw["reduction"]) in str(ours) and "reduction" in str(ours)
+            continue
+        assert not isinstance(ours, Exception), f"{name} {kw}: {ours!r}"
         assert_close(ours.detach(), theirs.detach(), rtol=RTOL, atol=ATOL, what=f"{name} {kw}")
 
 

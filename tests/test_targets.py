@@ -54,7 +54,9 @@ def test_to_multihot_semantics_match_the_loss():
     mh = targets.to_multihot(t, 4)
     assert mh.tolist() == [[1, 0, 0, 1], [0, 0, 1, 0], [0, 0, 0, 0]]
     assert targets.to_multihot(np.array([1, 1]), 3, dtype=np.float32).tolist() == [0.0, 1.0, 0.0]
-    with pytest.raises(ValueError, match=r"target\[0, 1\] = 4"):
+    with pytest.raises(
+        ValueError, match=r"'index_targets' is out of range: index_targets\[0, 1\] = 4"
+    ):
         targets.to_multihot(np.array([[0, 4]]), 4)
     with pytest.raises(TypeError, match="integer dtype"):
         targets.to_multihot(np.array([[0.0]]), 4)

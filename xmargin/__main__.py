@@ -12,6 +12,7 @@ import sys
 PACKAGES = [
     ("numpy", "numpy"),
     ("array-api-compat", "array_api_compat"),
+    ("numba", "numba"),
     ("torch", "torch"),
     ("triton", "triton"),
     ("cupy", "cupy"),

@@ -11,8 +11,9 @@ that has validated its data once can switch them off::
 
 The environment variable ``XMARGIN_CHECK_VALUES=0`` sets the process default. Shape, dtype and
 namespace checks are never switched off. Value checks are skipped where values cannot be read
-without breaking the computation: under ``torch.compile`` (a graph break), for JAX tracers
-(inside ``jit``, ``grad``, ``vmap``) and for Dask arrays (a ``compute()``); validate targets
+without breaking the computation: under ``torch.compile`` (a graph break), inside torch.func
+transforms (``grad``, ``vmap``, ``jvp``, ``jacrev``: a batched tensor has no single value), for
+JAX tracers (inside ``jit``, ``grad``, ``vmap``) and for Dask arrays (a ``compute()``); validate targets
 once outside, eagerly. There, as with checks off, an out-of-range target is not reported: the
 affected sample's loss and gradient come out NaN instead (never an out-of-bounds read and never
 a silently wrong number).
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 import contextvars
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from ._loaded import loaded
 
 __all__ = ["check_values_enabled", "options", "set_options"]
 
@@ -78,7 +80,7 @@ def _unreadable(a: object) -> bool:
     if mod == "dask":
         return True
     if mod in ("jax", "jaxlib"):
-        jax = sys.modules.get("jax")
+        jax = loaded("jax")
         return jax is not None and isinstance(a, jax.core.Tracer)
     return False
 
@@ -90,16 +92,24 @@ def readable(a: object) -> bool:
     return not _unreadable(a)
 
 
+def functorch_active() -> bool:
+    """True inside a torch.func transform (``grad``, ``vmap``, ``jvp``, ``jacrev``, ...): values
+    of batched tensors cannot be read there (``bool()`` of a vmapped tensor fails)."""
+    torch = loaded("torch")
+    return torch is not None and torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def check_values_enabled(*arrays: object) -> bool:
     """Whether value checks (which may synchronise a device) are on in this context, for
     these arrays.
 
-    Always off while torch.compile traces, and for JAX tracers and Dask arrays: a check would
-    read values (a graph break, a ConcretizationTypeError, a compute()). Invalid targets then
-    give NaN rows, as with checks switched off.
+    Always off while torch.compile traces, inside torch.func transforms, and for JAX tracers
+    and Dask arrays: a check would read values (a graph break, a batched ``bool()``, a
+    ConcretizationTypeError, a compute()). Invalid targets then give NaN rows (loss and
+    gradient), as with checks switched off.
     """
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.compiler.is_compiling():
+    torch = loaded("torch")
+    if torch is not None and (torch.compiler.is_compiling() or functorch_active()):
         return False
     if any(_unreadable(a) for a in arrays):
         return False

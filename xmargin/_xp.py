@@ -16,6 +16,7 @@ from array_api_compat import array_namespace, is_array_api_obj
 from array_api_compat import device as _device
 
 from ._errors import XMarginTypeError, XMarginValueError
+from ._loaded import loaded
 
 Array = Any
 Namespace = Any
@@ -37,22 +38,26 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
 # --------------------------------------------------------------------------------------------
 # arguments that are not arrays
 # --------------------------------------------------------------------------------------------
-def resolve_reduction(fn: str, size_average: Any, reduce: Any, reduction: Any) -> str:
-    """PyTorch's rules: legacy ``size_average``/``reduce`` win (with a DeprecationWarning)."""
+def resolve_reduction(
+    fn: str, size_average: Any, reduce: Any, reduction: Any, *, elementwise_mean: bool = True
+) -> str:
+    """PyTorch's rules and warnings: legacy ``size_average``/``reduce`` win over ``reduction``
+    (a ``UserWarning``, PyTorch's text), ``reduction="elementwise_mean"`` means ``"mean"`` (a
+    ``UserWarning``) except where PyTorch refuses it (``elementwise_mean=False``)."""
     if size_average is not None or reduce is not None:
         sa = True if size_average is None else bool(size_average)
         rd = True if reduce is None else bool(reduce)
         reduction = "mean" if (sa and rd) else ("sum" if rd else "none")
         warn_user(
-            f"{fn}: size_average and reduce are deprecated, please use reduction='{reduction}' "
-            "instead.",
-            DeprecationWarning,
+            f"size_average and reduce args will be deprecated, please use "
+            f"reduction='{reduction}' instead.",
+            UserWarning,
         )
         return reduction
-    if reduction == "elementwise_mean":
+    if reduction == "elementwise_mean" and elementwise_mean:
         warn_user(
-            f"{fn}: reduction='elementwise_mean' is deprecated, please use reduction='mean'.",
-            DeprecationWarning,
+            "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+            UserWarning,
         )
         return "mean"
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
@@ -71,7 +76,7 @@ def check_real(fn: str, name: str, value: Any) -> float:
             f"{value!r}"
         )
     value = float(value)
-    if math.isnan(value):
+    if value != value:  # NaN (math.isnan is not traceable by torch.compile with dynamic=True)
         # a NaN margin makes every hinge NaN, or 0 where a kernel compares against it
         raise XMarginValueError(f"{fn}: argument '{name}' must be a number, got nan")
     return value
@@ -98,23 +103,24 @@ def _type_name(a: Any) -> str:
 
 def is_torch(a: Any) -> bool:
     """A torch tensor? (without importing torch, and cheap for torch.compile to trace)"""
-    torch = sys.modules.get("torch")
+    torch = loaded("torch")
     return torch is not None and isinstance(a, torch.Tensor)
 
 
 def is_jax(a: Any) -> bool:
     """A JAX array or tracer? (without importing jax)"""
-    jax = sys.modules.get("jax")
+    jax = loaded("jax")
     return jax is not None and isinstance(a, jax.Array)
 
 
 def is_dask(a: Any) -> bool:
     """A Dask array? (without importing dask)"""
-    da = sys.modules.get("dask.array")
+    da = loaded("dask.array")
     return da is not None and isinstance(a, da.Array)
 
 
-def _namespace(a: Any) -> Namespace:
+def namespace(a: Any) -> Namespace:
+    """``array_namespace(a)``, with a fast path for torch tensors (traceable by torch.compile)."""
     if is_torch(a):  # the common case under torch.compile: skip array_namespace's lookups
         from array_api_compat import torch as torch_namespace
 
@@ -128,7 +134,7 @@ def _device_of(a: Any) -> Any:
 
 def namespace_of(fn: str, name: str, a: Any) -> Namespace:
     if is_torch(a):
-        return _namespace(a)
+        return namespace(a)
     if not is_array_api_obj(a):
         raise XMarginTypeError(
             f"{fn}: argument '{name}' must be an array (NumPy, PyTorch, CuPy, JAX, Dask or any "
@@ -201,6 +207,33 @@ def _convert(fn: str, xp: Namespace, ref_name: str, ref: Array, name: str, a: An
     return out
 
 
+def _list_to_array(fn: str, name: str, a: Any, convert: Any) -> Array:
+    try:
+        return convert(a)
+    except Exception as exc:  # ragged lists, mixed types
+        hint = ""
+        if isinstance(a, (list, tuple)) and any(isinstance(r, (list, tuple)) for r in a):
+            hint = " (rows of different lengths? xmargin.targets.pad(rows) pads them with -1)"
+        raise XMarginTypeError(
+            f"{fn}: argument '{name}' could not be converted to an array{hint}: {exc}"
+        ) from exc
+
+
+def as_array(fn: str, name: str, a: Any) -> Array:
+    """``a`` if it is an array of any framework; a Python number or (nested) list as a NumPy
+    array (Python ints as int64: nothing is narrowed before it is checked)."""
+    if is_torch(a) or is_array_api_obj(a):
+        return a
+    if isinstance(a, (numbers.Number, list, tuple)):
+        import numpy as np
+
+        return _list_to_array(fn, name, a, np.asarray)
+    raise XMarginTypeError(
+        f"{fn}: argument '{name}' must be an array (of any framework), a number or a list, "
+        f"got {_type_name(a)}"
+    )
+
+
 def same_namespace(
     fn: str, xp: Namespace, ref_name: str, ref: Array, name: str, a: Any, dtype: Any = None
 ) -> Array:
@@ -215,23 +248,14 @@ def same_namespace(
     dev = _device_of(ref)
     if not (is_torch(a) or is_array_api_obj(a)):
         if isinstance(a, (numbers.Number, list, tuple)):
-            try:
-                return xp.asarray(a, dtype=dtype, device=dev)
-            except Exception as exc:  # ragged lists, mixed types
-                hint = ""
-                if isinstance(a, (list, tuple)) and any(isinstance(r, (list, tuple)) for r in a):
-                    hint = (
-                        " (rows of different lengths? xmargin.targets.pad(rows) pads them with -1)"
-                    )
-                raise XMarginTypeError(
-                    f"{fn}: argument '{name}' could not be converted to an array{hint}: {exc}"
-                ) from exc
+            return _list_to_array(fn, name, a, lambda v: xp.asarray(v, dtype=dtype, device=dev))
         raise XMarginTypeError(
             f"{fn}: argument '{name}' must be an array (of any framework), a number or a list, "
             f"got {_type_name(a)}"
         )
+    a = native(a)
     try:
-        xp_a = _namespace(a)
+        xp_a = namespace(a)
     except TypeError as exc:
         raise XMarginTypeError(f"{fn}: argument '{name}': {exc}") from exc
     if xp_a is not xp:
@@ -249,7 +273,7 @@ def same_namespace(
 def compiling() -> bool:
     """True while torch.compile traces the code (value checks and Python-side state such as
     context variables are off limits then)."""
-    torch = sys.modules.get("torch")
+    torch = loaded("torch")
     return torch is not None and torch.compiler.is_compiling()
 
 
@@ -324,6 +348,16 @@ def compute_dtype(xp: Namespace, dtype: Any) -> Any:
     return xp.float64 if dtype == xp.float64 else xp.float32
 
 
+def native(a: Any) -> Any:
+    """A NumPy array in the machine's byte order (a copy only for a byte-swapped array such as
+    ``'>f8'`` on a little-endian machine); anything else as it is. Dtype rules compare dtypes
+    with ``==``, which a byte-swapped float64 fails, and DLPack refuses byte-swapped arrays."""
+    dt = getattr(a, "dtype", None)
+    if getattr(dt, "byteorder", "=") in "=|" or type(a).__module__.split(".")[0] != "numpy":
+        return a
+    return a.astype(dt.newbyteorder("="))
+
+
 def astype(xp: Namespace, a: Array, dtype: Any) -> Array:
     return a if a.dtype == dtype else xp.astype(a, dtype)
 
@@ -332,14 +366,22 @@ def astype(xp: Namespace, a: Array, dtype: Any) -> Array:
 # shapes
 # --------------------------------------------------------------------------------------------
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The broadcast shape of ``shapes``, or None when they do not broadcast."""
-    ndim = max((len(s) for s in shapes), default=0)
+    """The broadcast shape of ``shapes``, or None when they do not broadcast.
+
+    Plain loops over Python ints: torch.compile(fullgraph=True) traces them (it does not trace
+    ``max(generator, default=...)``)."""
+    ndim = 0
+    for s in shapes:
+        ndim = len(s) if len(s) > ndim else ndim
     out = []
     for axis in range(-ndim, 0):
-        sizes = {s[axis] for s in shapes if len(s) >= -axis} - {1}
-        if len(sizes) > 1:
-            return None
-        out.append(sizes.pop() if sizes else 1)
+        size = 1
+        for s in shapes:
+            if len(s) >= -axis and s[axis] != 1:
+                if size != 1 and size != s[axis]:
+                    return None
+                size = s[axis]
+        out.append(size)
     return tuple(out)
 
 
@@ -386,19 +428,41 @@ def numel(shape: tuple[int, ...]) -> int:
 # --------------------------------------------------------------------------------------------
 # reductions
 # --------------------------------------------------------------------------------------------
+def mean(xp: Namespace, a: Array, axis: int | None = None) -> Array:
+    """The mean of ``a`` (over ``axis``, or all of it), NaN for zero elements, and finite
+    whenever the true mean is: where the plain sum overflows (1.7e308 + 1.7e308 in float64,
+    3e38 + 3e38 in float32) the values are divided first. Otherwise it is PyTorch's
+    ``sum / count``, bit for bit. No host sync (both sums are formed; ``where`` picks)."""
+    count = numel(tuple(a.shape)) if axis is None else a.shape[axis]
+    if type(a).__module__.split(".")[0] == "numpy":
+        import numpy as np
+
+        with np.errstate(over="ignore"):  # the overflowing sum is the one not taken
+            total = np.sum(a, axis=axis)
+            if not count:
+                return total * math.nan
+            if axis is None and not math.isinf(total):  # eager NumPy: a branch costs nothing
+                return total / count
+            return np.where(np.isinf(total), np.sum(a / count, axis=axis), total / count)
+    total = xp.sum(a, axis=axis)
+    if not count:
+        return total * math.nan
+    scaled = xp.sum(a / count, axis=axis)
+    return xp.where(xp.isinf(total) & xp.isfinite(scaled), scaled, total / count)
+
+
 def apply_reduction(xp: Namespace, loss: Array, reduction: str) -> Array:
     """Apply a reduction over all elements of ``loss`` (PyTorch's rule).
 
     The mean of zero elements is NaN and their sum 0 (PyTorch CPU returns uninitialised memory
-    for some losses); the result stays connected to autograd graphs either way.
+    for some losses); a mean is finite wherever the true mean is (:func:`mean`); the result
+    stays connected to autograd graphs either way.
     """
     if reduction == "none":
         return loss
-    total = xp.sum(loss)
     if reduction == "sum":
-        return total
-    count = numel(tuple(loss.shape))
-    return total / count if count else total * math.nan
+        return xp.sum(loss)
+    return mean(xp, loss)
 
 
 def reduction_scale(reduction: str, count: int) -> float:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._xp import check_p, check_real, resolve_reduction
+from .backends import check_backend_name
 from .losses import (
     hinge_embedding_loss,
     margin_ranking_loss,
@@ -29,8 +30,8 @@ class _Loss:
     """Callable loss with options fixed at construction and readable as attributes.
 
     Options are validated when the object is built (a bad ``reduction`` or ``p`` fails at
-    once); ``size_average``/``reduce`` are mapped to ``reduction`` with a DeprecationWarning,
-    as in PyTorch. Options are read-only: build a new object to change them.
+    once); ``size_average``/``reduce`` are mapped to ``reduction`` with PyTorch's
+    UserWarning. Options are read-only: build a new object to change them.
     """
 
     _functional: Callable[..., Any]
@@ -67,7 +68,7 @@ class _Loss:
         parts = []
         for key in self._option_names:
             value = self._options[key]
-            if key == "weight" and value is not None:
+            if key == "weight" and hasattr(value, "shape"):
                 value = f"<array shape={tuple(value.shape)}>"
             else:
                 value = repr(value)
@@ -165,6 +166,7 @@ class MultiLabelMarginLoss(_Loss):
     ):
         super().__init__(size_average, reduce, reduction)
         name = "MultiLabelMarginLoss"
+        check_backend_name(name, backend)
         self._options.update(
             margin=check_real(name, "margin", margin),
             p=check_p(name, p),

@@ -30,7 +30,7 @@ from ._config import check_values_enabled, readable
 from ._errors import XMarginTypeError, XMarginValueError
 from ._xp import index_dtype, numel, shape_str
 from .backends.portable import multiplicities
-from .losses._checks import check_index_range
+from .losses._checks import check_index_range, fit_indices, out_of_range
 
 __all__ = ["from_multihot", "pad", "to_01", "to_multihot", "to_pm1"]
 
@@ -145,7 +145,9 @@ def to_multihot(index_targets: Array, num_classes: int, *, dtype: Any = None) ->
     """(N, K) or (K,) class indices padded with -1 -> (N, C) or (C,) multi-hot {0, 1}.
 
     Entries after a row's first negative value are ignored, as ``multilabel_margin_loss`` does;
-    every value must lie in [-1, num_classes). ``dtype`` defaults to the default integer dtype.
+    every value must lie in [-1, num_classes) (read in its own dtype: a uint64 2**64 - 1 is out
+    of range, not a -1). With value checks off a row ends at an out-of-range value, as at a -1.
+    ``dtype`` defaults to the default integer dtype.
 
     >>> import numpy as np
     >>> to_multihot(np.array([[3, 0, -1, 1], [2, 2, -1, -1]]), 4).tolist()
@@ -168,10 +170,17 @@ def to_multihot(index_targets: Array, num_classes: int, *, dtype: Any = None) ->
         raise XMarginValueError(f"{fn}: argument 'num_classes' must be >= 1, got {num_classes}")
     num_classes = int(num_classes)
     if check_values_enabled(index_targets):
-        check_index_range(fn, xp, index_targets, -1, num_classes, "class indices")
+        check_index_range(
+            fn, xp, index_targets, -1, num_classes, "class indices", name="index_targets"
+        )
     vector = index_targets.ndim == 1
     t = index_targets[None, :] if vector else index_targets
-    t = xp.where((t < -1) | (t >= num_classes), -1, xp.astype(t, index_dtype(xp)))
+    # unchecked: an out-of-range value (read in its own dtype) is dropped like a -1
+    t = xp.where(
+        out_of_range(xp, t, -1, num_classes),
+        -1,
+        fit_indices(xp, t, -1, num_classes, index_dtype(xp)),
+    )
     if dtype is None:
         dtype = xp.__array_namespace_info__().default_dtypes(device=_device(t))["integral"]
     out = xp.astype(multiplicities(xp, t, num_classes) > 0, dtype)
@@ -199,9 +208,11 @@ def pad(
     rows = []
     for i, row in enumerate(ragged_lists):
         try:
-            values = [int(v) for v in row]
-            if any(not isinstance(v, numbers.Integral) for v in row):
+            if isinstance(row, (str, bytes)) or any(
+                isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in row
+            ):
                 raise TypeError("non-integer")
+            values = [int(v) for v in row]
         except TypeError:
             raise XMarginTypeError(
                 f"{fn}: row {i} of argument 'ragged_lists' must be a sequence of int class "

@@ -11,18 +11,34 @@
 // and, when asked, d loss / d x (times an optional per-row factor), in O(C log T + T log T)
 // work (DESIGN.md section 5):
 //
+// 0. One pass over the K targets: T, and whether the row holds any value outside [-1, C)
+//    (also after the terminator; compared in the targets' own width, so an int64 2^32 + 1 is
+//    out of range, not class 1). Such a row gets loss NaN and an all-NaN gradient row (not
+//    scaled), and nothing else of it is read: the targets may hold anything, the caller need
+//    not validate them.
 // 1. A bitmap of the row's positive classes (global scratch, integer atomicOr).
 // 2. The thresholds, in tiles of XM_TILE slots, bitonic-sorted in shared memory by
-//    (threshold, class) with their weights; prefix sums A0 = sum W, A1 = sum W*thr,
-//    A2 = sum W*thr^2 of the tile.
+//    (threshold, class) with their weights; prefix sums A0 = sum W, A1 = sum W*thr',
+//    A2 = sum W*thr'^2 of the tile, with thr' = thr - piv and x' = x - piv relative to a pivot
+//    per tile (the score of its median threshold, 0 if that is not finite): the sums below are
+//    shift-invariant, and relative to the pivot they do not cancel when the scores are large
+//    and close together.
 // 3. Every class j (threads stride over the row): cnt_j = #{tile thresholds < x_j} by binary
-//    search in shared memory. A negative class adds A0[cnt]*x_j - A1[cnt] to the loss (p = 1;
-//    A0*x^2 - 2*x*A1 + A2 for p = 2) and gets gradient A0[cnt] (p = 1) or 2*(A0*x - A1)
-//    (p = 2); a histogram of cnt (counts, and for p = 2 sums of x) is kept in shared memory.
-// 4. The k-th sorted threshold has above_k = #{negatives x_j > thr_k} = sum_{v > k} hist[v]
+//    search in shared memory, on the unshifted thresholds. A negative class adds
+//    A0[cnt]*x'_j - A1[cnt] to the loss (p = 1; A0*x'^2 - 2*x'*A1 + A2 for p = 2) and gets
+//    gradient A0[cnt] (p = 1) or 2*(A0*x' - A1) (p = 2); a histogram of cnt (counts, and for
+//    p = 2 sums of x') is kept in shared memory.
+// 4. The k-th sorted threshold has above_k = #{negatives x_j > thr_k} = sum_{v >= k} hist[v]
 //    (x_j > thr_k <=> cnt_j > k), so its class gets -m*W*above_k (p = 1) or
-//    -2*m*W*sum_{x_j > thr_k}(x_j - thr_k) (p = 2), m counting the class's duplicates in the
+//    -2*m*W*sum_{x_j > thr_k}(x'_j - thr'_k) (p = 2), m counting the class's duplicates in the
 //    tile (adjacent after the sort); the first of each run writes.
+//
+// Infinite scores follow the definition in IEEE arithmetic (each pair W*max(0, x_j - thr_k)^p,
+// counted iff x_j > thr_k): a -inf threshold (a positive at -inf) is below every x > -inf and
+// enters A1 as W*(-inf), so those classes get +inf; x_j = +inf gives A0*inf - A1 = +inf; a +inf
+// threshold is below nothing and a class at -inf above nothing, so they add nothing (no 0*inf
+// or inf - inf reaches a result; the one form that could, A0*x'^2 - 2*x'*A1 + A2 for p = 2, is
+// replaced by the infinite A0*x' - A1 where that is infinite).
 //
 // float16 / bfloat16 / float32 scores are compared in float32 against thresholds rounded
 // towards -inf (exact: no float32 lies strictly between a threshold and its rounded value) and
@@ -128,7 +144,7 @@ __device__ __forceinline__ void xm_block_scan(A* a, A* tmp) {
 template <typename S, typename I, typename A>
 __device__ void multilabel_hinge_impl(
     const S* __restrict__ x, long long sxn, long long sxc,  // scores (N, C), any strides
-    const I* __restrict__ t, long long stn, long long stk,  // targets (N, K) in [-1, C)
+    const I* __restrict__ t, long long stn, long long stk,  // targets (N, K), any values
     const A* __restrict__ weight,                           // (C,) or null
     A* __restrict__ loss_out,                               // (N,)
     S* __restrict__ grad, long long sgn, long long sgc,     // (N, C) or null
@@ -136,7 +152,7 @@ __device__ void multilabel_hinge_impl(
     const A* __restrict__ scale,                            // (N,) or null: gradient factors
     long long C, long long K, double margin, int p, int want_grad) {
   __shared__ A s_cmp[XM_TILE];      // sorted thresholds for comparisons
-  __shared__ A s_thr[XM_TILE];      // the same thresholds for sums
+  __shared__ A s_thr[XM_TILE];      // their classes' scores, then thr' (for sums)
   __shared__ A s_w[XM_TILE];        // their weights
   __shared__ int s_cls[XM_TILE];    // their classes
   __shared__ A s_pre[3][XM_TILE + 1];
@@ -145,6 +161,7 @@ __device__ void multilabel_hinge_impl(
   __shared__ A s_histx[XM_WARPS][XM_TILE];  // per-warp sums of their scores (p = 2)
   __shared__ A s_red[XM_THREADS];
   __shared__ long long s_first_neg;
+  __shared__ A s_piv;  // the tile's pivot (below)
 
   const long long row = blockIdx.x;
   const int tid = threadIdx.x;
@@ -156,18 +173,31 @@ __device__ void multilabel_hinge_impl(
   const A inf = xm_inf(A(0));
   const A g_scale = scale ? scale[row] : A(1);
 
-  // -- T: the index of the first negative target (K when there is none) -----------------------
+  // -- T (the index of the first negative target, K when there is none) and the target check --
+  // A row holding any value outside [-1, C), also after the terminator, is invalid: NaN loss and
+  // gradient row (DESIGN.md section 4), and nothing else of it is read. One pass over the K
+  // entries; v keeps the targets' width (an int64 2^32 + 1 is out of range, not class 1).
   if (tid == 0) s_first_neg = K;
   __syncthreads();
-  long long limit = K;  // every thread reads the shared minimum between the same two barriers
-  for (long long k0 = 0; k0 < limit; k0 += XM_THREADS) {
-    long long k = k0 + tid;
-    if (k < K && t_row[k * stk] < 0) atomicMin(&s_first_neg, k);
-    __syncthreads();
-    limit = s_first_neg;
-    __syncthreads();
+  long long first = K;
+  int bad = 0;
+  // not unrolled: unrolled, this scan raised the register count of the whole kernel
+#pragma unroll 1
+  for (long long k = tid; k < K; k += XM_THREADS) {
+    const I v = t_row[k * stk];
+    if (v < 0 && first == K) first = k;  // k grows: the thread's first is its smallest
+    bad |= (v < -1) | ((long long)v >= C);
   }
-  const long long n_pos = limit;
+  if (first < K) atomicMin(&s_first_neg, first);
+  if (__syncthreads_or(bad)) {  // (also the barrier after the atomicMin) the whole block leaves
+    const S nan = xm_from<S>(xm_nan(A(0)));  // not scaled: NaN whatever grad_scale is
+    if (tid == 0) loss_out[row] = xm_nan(A(0));
+    if (want_grad) {
+      for (long long j = tid; j < C; j += XM_THREADS) grad[row * sgn + j * sgc] = nan;
+    }
+    return;
+  }
+  const long long n_pos = s_first_neg;
 
   // -- 1. bitmap of the positive classes ----------------------------------------------------
   for (long long w0 = tid; w0 < words; w0 += XM_THREADS) b_row[w0] = 0;
@@ -184,20 +214,20 @@ __device__ void multilabel_hinge_impl(
     const int n_t = (int)min((long long)XM_TILE, n_pos - s0);
     // -- 2. the tile's thresholds, sorted by (threshold, class) ---------------------------------
     {
-      A cmp = inf, thr = A(0), w = A(0);
+      A cmp = inf, xk = A(0), w = A(0);
       int cls = 0x7fffffff;
       if (tid < n_t) {
         long long c = (long long)t_row[(s0 + tid) * stk];
-        if (c >= 0 && c < C) {
+        if (c >= 0 && c < C) {  // checked above; kept so that no read depends on that check
           double xc = (double)xm_to_float(x_row[c * sxc]);
           cmp = xm_compare_threshold(xc - margin, A(0));
-          thr = (A)xm_to_float(x_row[c * sxc]) - (A)margin;
+          xk = (A)xm_to_float(x_row[c * sxc]);
           w = weight ? weight[c] : A(1);
           cls = (int)c;
         }
       }
       s_cmp[tid] = cmp;
-      s_thr[tid] = thr;
+      s_thr[tid] = xk;
       s_w[tid] = w;
       s_cls[tid] = cls;
       __syncthreads();
@@ -220,10 +250,23 @@ __device__ void multilabel_hinge_impl(
           __syncthreads();
         }
       }
-      A w_s = s_w[tid], thr_s = s_thr[tid];
+      // Sums relative to a pivot: with x' = x - piv and thr' = (x_k - piv) - margin,
+      //     sum W*(x - thr)^p = sum W*(x' - thr')^p,
+      // but A0*x^2 - 2*x*A1 + A2 cancels catastrophically when the scores are large and close
+      // together (float32 scores ~1e3 lost 1e-2 of the loss), A0*x'^2 - 2*x'*A1' + A2' does not:
+      // piv is the score of the tile's median threshold (0 if that is not finite), so x - piv is
+      // exact for scores within a factor 2 of it (Sterbenz) and x', thr' are of the size of the
+      // hinges. Only the sums move: every comparison uses the unshifted s_cmp.
+      A piv = s_thr[(n_t - 1) >> 1];
+      piv = (piv - piv == A(0)) ? piv : A(0);
+      if (tid == 0) s_piv = piv;
+      const A w_s = s_w[tid];
+      const A thr_s = (s_thr[tid] - piv) - (A)margin;  // thr' (padding slots: finite, W = 0)
+      __syncthreads();  // every thread has read the pivot before its slot is overwritten
+      s_thr[tid] = thr_s;
       s_pre[0][tid + 1] = w_s;
-      s_pre[1][tid + 1] = w_s != A(0) ? w_s * thr_s : A(0);
-      s_pre[2][tid + 1] = w_s != A(0) ? w_s * thr_s * thr_s : A(0);
+      s_pre[1][tid + 1] = w_s * thr_s;  // a -inf thr' gives -inf (see the header)
+      s_pre[2][tid + 1] = w_s * thr_s * thr_s;
       if (tid == 0) s_pre[0][0] = s_pre[1][0] = s_pre[2][0] = A(0);
       s_hist[tid] = 0;
       for (int wp = 0; wp < XM_WARPS; ++wp) s_histx[wp][tid] = A(0);
@@ -239,7 +282,7 @@ __device__ void multilabel_hinge_impl(
     for (long long j0 = 0; j0 < C; j0 += XM_THREADS) {
       const long long j = j0 + tid;
       const bool in_row = j < C;
-      A xv = A(0);
+      A xv = A(0);  // the score; x' = xv - piv in the sums
       bool neg = false;
       int cnt = 0;
       if (in_row) {
@@ -253,9 +296,21 @@ __device__ void multilabel_hinge_impl(
         }
       }
       const bool hit = neg && cnt > 0;
+      const A xs = xv - s_piv;  // x'
       A a0 = s_pre[0][cnt], a1 = s_pre[1][cnt];
-      A lin = a0 * xv - a1;
-      if (hit) loss_part += (p == 1) ? lin : a0 * xv * xv - A(2) * xv * a1 + s_pre[2][cnt];
+      // sum W*(x' - thr') over the cnt thresholds below x. Infinite scores need no case of their
+      // own: -inf thresholds sort first and are below every x > -inf, so they enter A1 as
+      // W*(-inf) and lin = +inf, as each of their pairs is; x = +inf gives A0*inf - A1 = +inf;
+      // +inf thresholds are below no x, so no prefix read here holds one; x = -inf has cnt = 0.
+      A lin = a0 * xs - a1;
+      if (hit) {
+        if (p == 1) {
+          loss_part += lin;
+        } else {  // where lin is infinite so is the squared sum, which may read inf - inf
+          const A sq = a0 * xs * xs - A(2) * xs * a1 + s_pre[2][cnt];
+          loss_part += (lin - lin == A(0)) ? sq : lin;
+        }
+      }
       if (want_grad) {
         if (in_row) {
           A g = hit ? ((p == 1) ? a0 : A(2) * lin) * g_scale : A(0);
@@ -270,7 +325,7 @@ __device__ void multilabel_hinge_impl(
           const unsigned int same = __match_any_sync(0xffffffffu, hit ? cnt : -1 - lane);
           A sum = A(0);
           for (int src = 0; src < 32; ++src) {
-            const A v = __shfl_sync(0xffffffffu, xv, src);
+            const A v = __shfl_sync(0xffffffffu, xs, src);
             if ((same >> src) & 1u) sum += v;
           }
           if (hit && lane == __ffs(same) - 1) s_histx[warp][cnt - 1] += sum;
@@ -307,6 +362,8 @@ __device__ void multilabel_hinge_impl(
         if (p == 1) {
           g_pos = -w_s * above;
         } else {
+          // sum_{x_j > thr_k} (x'_j - thr'_k), infinite where it must be: a -inf thr' gives
+          // -(-inf)*above, a +inf negative makes s_tmp (a suffix sum, never a difference) +inf
           g_pos = above > A(0) ? A(-2) * w_s * (s_tmp[tid] - s_thr[tid] * above) : A(0);
         }
         const int c = s_cls[tid];

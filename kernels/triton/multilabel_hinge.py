@@ -9,21 +9,36 @@ program computes
 
 and, when asked, d loss / d x, in O(C log T + T log T) work (DESIGN.md §5):
 
+0. One pass over the K targets: T, and whether the row holds any value outside [-1, C) (also
+   after the terminator; int64 targets compared as 64-bit). Such a row gets loss NaN and an
+   all-NaN gradient row (not scaled) and nothing else of it is read: the targets may hold
+   anything, the caller need not validate them.
 1. Bitmap of the row's positive classes (scratch, one bit per class; integer atomics).
 2. The thresholds, in tiles of BLOCK_T slots, sorted by (threshold, class); prefix sums
-   A0 = ΣW, A1 = ΣW·thr, A2 = ΣW·thr² of each tile go to scratch.
+   A0 = ΣW, A1 = ΣW·thr', A2 = ΣW·thr'² of each tile go to scratch, with thr' = thr − piv and
+   x' = x − piv relative to a pivot per tile (the score of its median threshold, 0 if that
+   is not finite): the sums below are shift-invariant, and relative to the pivot they do not
+   cancel when the scores are large and close together.
 3. Every class j, in chunks of BLOCK_C: cnt_j = #{thresholds of the tile below x_j}, a binary
-   search of depth ⌈log2(T_tile + 1)⌉. For a negative class the tile adds
-       loss += A0[cnt]·x_j − A1[cnt]                   (p = 1)
-       loss += A0[cnt]·x_j² − 2·x_j·A1[cnt] + A2[cnt]  (p = 2)
-       d/dx_j += A0[cnt]  (p = 1)  or  2·(A0[cnt]·x_j − A1[cnt])  (p = 2)
-   and a histogram of cnt (and, for p = 2, of Σ x per cnt) is kept in registers.
-4. The sorted threshold s has above_s = #{negatives j : x_j > thr_s} = Σ_{v > s} hist[v]
+   search of depth ⌈log2(T_tile + 1)⌉ on the unshifted thresholds. For a negative class the
+   tile adds
+       loss += A0[cnt]·x'_j − A1[cnt]                     (p = 1)
+       loss += A0[cnt]·x'_j² − 2·x'_j·A1[cnt] + A2[cnt]   (p = 2)
+       d/dx_j += A0[cnt]  (p = 1)  or  2·(A0[cnt]·x'_j − A1[cnt])  (p = 2)
+   and a histogram of cnt (and, for p = 2, of Σ x' per cnt) is kept in registers.
+4. The sorted threshold s has above_s = #{negatives j : x_j > thr_s} = Σ_{v ≥ s} hist[v]
    (x_j > thr_s ⇔ cnt_j > s), so its class gets
        d/dx[c_s] = −m_s · W_s · above_s                       (p = 1)
-       d/dx[c_s] = −2 · m_s · W_s · Σ_{x_j > thr_s} (x_j − thr_s)   (p = 2)
+       d/dx[c_s] = −2 · m_s · W_s · Σ_{x_j > thr_s} (x'_j − thr'_s)   (p = 2)
    where m_s counts the duplicates of c_s in the tile (they sort next to each other); the first
    of a run writes the sum, so no two lanes write one address.
+
+Infinite scores follow the definition in IEEE arithmetic (each pair W·max(0, x_j − thr_k)^p,
+counted iff x_j > thr_k): a −inf threshold (positive at −inf) is below every x > −inf and
+enters A1 as W·(−inf), so those classes get +inf; x_j = +inf gives A0·inf − A1 = +inf; a
++inf threshold is below nothing and a class at −inf above nothing, so they add nothing (no
+0·inf or inf − inf reaches a result; the one form that could, A0·x'² − 2·x'·A1 + A2 for p = 2,
+is replaced by the infinite A0·x' − A1 where that is infinite).
 
 Scores of float16, bfloat16 and float32 are compared in float32 with thresholds rounded down
 to float32 (exact: no float32 lies strictly between a threshold and its rounded-down value) and
@@ -90,7 +105,7 @@ def multilabel_hinge_kernel(
     x_ptr,  # (N, C) scores: float16, bfloat16, float32 or float64, any strides
     stride_xn,  # row stride of x, in elements
     stride_xc,  # column stride of x
-    t_ptr,  # (N, K) targets, int32 or int64, values in [-1, C) (validated by the caller)
+    t_ptr,  # (N, K) targets, int32 or int64, any values (a row outside [-1, C) gets NaN)
     stride_tn,  # row stride of t
     stride_tk,  # column stride of t
     w_ptr,  # (C,) per-class weights in F (read only when HAS_WEIGHT)
@@ -102,7 +117,7 @@ def multilabel_hinge_kernel(
     words,  # ceil(C / 32)
     ts_ptr,  # (N, BLOCK_T) F scratch: a tile's sorted thresholds, rounded down for compares
     cls_ptr,  # (N, BLOCK_T) int32 scratch: a tile's classes in sorted order (float64 path)
-    pre_ptr,  # (N, 3, BLOCK_T + 1) F scratch: prefix sums of W, W·thr, W·thr² over a tile
+    pre_ptr,  # (N, 3, BLOCK_T + 1) F scratch: prefix sums of W, W·thr', W·thr'² over a tile
     scale_ptr,  # (N,) F: factor of each gradient row (read only when HAS_SCALE)
     C,  # number of classes
     K,  # number of target columns
@@ -131,14 +146,30 @@ def multilabel_hinge_kernel(
     else:
         g_scale = 1.0
 
-    # -- T: the index of the first negative target (K when there is none) --------------------
+    # -- T (the index of the first negative target, K when there is none) and the target check
+    # A row holding any value outside [-1, C), also after the terminator, is invalid: NaN loss
+    # and gradient row (DESIGN.md §4), and nothing else of it is read. One pass over the K
+    # entries: the search for the terminator checks the entries it reads, the second loop the
+    # rest. v keeps the targets' width, so int64 values are compared as 64-bit numbers
+    # (2**32 + 1 is out of range, not class 1).
     n_pos = K
+    bad = tl.zeros([BLOCK_T], tl.int32)
     k0 = 0
     while k0 < n_pos:
         idx = k0 + slot
-        v = tl.load(t_row + idx.to(tl.int64) * stride_tk, mask=idx < K, other=0)
-        n_pos = tl.minimum(n_pos, tl.min(tl.where((v < 0) & (idx < K), idx, K), 0))
+        inside = idx < K
+        v = tl.load(t_row + idx.to(tl.int64) * stride_tk, mask=inside, other=0)
+        n_pos = tl.minimum(n_pos, tl.min(tl.where((v < 0) & inside, idx, K), 0))
+        bad |= (inside & ((v < -1) | (v >= C))).to(tl.int32)
         k0 += BLOCK_T
+    while k0 < K:
+        idx = k0 + slot
+        inside = idx < K
+        v = tl.load(t_row + idx.to(tl.int64) * stride_tk, mask=inside, other=0)
+        bad |= (inside & ((v < -1) | (v >= C))).to(tl.int32)
+        k0 += BLOCK_T
+    bad_row = tl.max(bad, 0) > 0
+    n_pos = tl.where(bad_row, 0, n_pos)  # no tiles for an invalid row: it is filled below
 
     # -- 1. bitmap of the positive classes ----------------------------------------------------
     for w0 in range(0, words, BLOCK_C):
@@ -161,7 +192,10 @@ def multilabel_hinge_kernel(
         ok = slot < n_t
         c = tl.load(t_row + (s0 + slot).to(tl.int64) * stride_tk, mask=ok, other=0).to(tl.int32)
         ok = ok & (c >= 0) & (c < C)
-        c = tl.where(ok, c, 0)
+        # padding: class 2**31 - 1 (never loaded), so that (inf, class) ranks it after every
+        # slot, also after a positive at +inf (as class 0 it took that one's slot in the
+        # float64 ranking, and class 0 became a positive)
+        c = tl.where(ok, c, 0x7FFFFFFF)
         x_c = tl.load(x_row + c.to(tl.int64) * stride_xc, mask=ok, other=0.0)
         if IS_F64:
             thr_cmp = tl.where(ok, x_c.to(tl.float64) - margin, float("inf"))
@@ -190,7 +224,17 @@ def multilabel_hinge_kernel(
             ts = x_s.to(tl.float64) - margin
         else:
             ts = _round_down_f32(x_s.to(tl.float64) - margin)
-        thr = x_s.to(F) - margin  # the threshold for sums
+        # Sums relative to a pivot: with x' = x − piv and thr' = (x[c] − piv) − margin,
+        #     Σ W·(x − thr)^p = Σ W·(x' − thr')^p,
+        # but A0·x² − 2·x·A1 + A2 cancels catastrophically when the scores are large and close
+        # together (float32 scores ~1e3 lost 1e-2 of the loss), A0·x'² − 2·x'·A1' + A2' does
+        # not: piv is the score of the tile's median threshold (0 if that is not finite), so
+        # x − piv is exact for scores within a factor 2 of it (Sterbenz) and x', thr' are of the
+        # size of the hinges. Only the sums move: every comparison uses the unshifted ts.
+        xf = x_s.to(F)
+        piv = tl.sum(tl.where(slot == (n_t - 1) // 2, xf, 0.0), 0)
+        piv = tl.where(piv - piv == 0.0, piv, 0.0)
+        thr = (xf - piv) - margin  # thr', the threshold for sums
         if HAS_WEIGHT:
             w_s = tl.load(w_ptr + c_s, mask=ok_s, other=0.0).to(F)
         else:
@@ -211,7 +255,7 @@ def multilabel_hinge_kernel(
         while top * 2 <= n_t:
             top *= 2
         hist = tl.zeros([BLOCK_T], tl.int32)  # hist[u]: negatives with u + 1 thresholds below
-        hist_x = tl.zeros([BLOCK_T], F)  # ... and the sum of their scores (p = 2)
+        hist_x = tl.zeros([BLOCK_T], F)  # ... and the sum of their x' (p = 2)
         part = tl.zeros([BLOCK_C], F)
         for j0 in range(0, C, BLOCK_C):
             cols = j0 + lane
@@ -230,14 +274,23 @@ def multilabel_hinge_kernel(
                 cnt = tl.where(ahead & (v < xv), probe, cnt)
                 step = step // 2
             hit = neg & (cnt > 0)
+            xs = xv - piv  # x'
             a0 = tl.load(pre_row + cnt)
             a1 = tl.load(pre_row + (BLOCK_T + 1) + cnt)
-            lin = a0 * xv - a1
+            # Σ W·(x' − thr') over the cnt thresholds below x. Infinite scores (DESIGN.md §3 in
+            # IEEE arithmetic) need no case of their own here: −inf thresholds sort first and
+            # are below every x > −inf, so they enter A1 as W·(−inf) and lin = +inf for every
+            # such x, as each of their pairs is; x = +inf gives A0·inf − A1 = +inf; +inf
+            # thresholds are below no x, so no prefix read here holds one; x = −inf has cnt = 0.
+            lin = a0 * xs - a1
             if P == 1:
                 part += tl.where(hit, lin, 0.0)
             else:
+                # where lin is infinite so is the squared sum, but A0·x'² − 2·x'·A1 + A2 may
+                # read inf − inf
                 a2 = tl.load(pre_row + 2 * (BLOCK_T + 1) + cnt)
-                part += tl.where(hit, a0 * xv * xv - 2.0 * xv * a1 + a2, 0.0)
+                sq = a0 * xs * xs - 2.0 * xs * a1 + a2
+                part += tl.where(hit, tl.where(lin - lin == 0.0, sq, lin), 0.0)
             if WANT_GRAD:
                 g = tl.where(hit, a0 if P == 1 else 2.0 * lin, 0.0) * g_scale
                 g_ptrs = g_row + cols.to(tl.int64) * stride_gc
@@ -248,7 +301,8 @@ def multilabel_hinge_kernel(
                 chunk_hist = tl.histogram(bins, BLOCK_T, mask=hit)
                 hist += chunk_hist
                 if P == 2:
-                    hist_x += _sum_per_bin(xv, bins, hit, chunk_hist, BLOCK_C, BLOCK_T)
+                    xs_hit = tl.where(hit, xs, 0.0)
+                    hist_x += _sum_per_bin(xs_hit, bins, hit, chunk_hist, BLOCK_C, BLOCK_T)
         loss += tl.sum(part, 0)
 
         # -- 4. the tile's positives ---------------------------------------------------------
@@ -258,7 +312,11 @@ def multilabel_hinge_kernel(
             if P == 1:
                 g_pos = -w_s * above.to(F)
             else:
-                above_x = tl.sum(hist_x, 0) - (tl.cumsum(hist_x, 0) - hist_x)
+                # Σ_{x_j > thr_s} (x_j − thr_s) = Σ (x'_j − thr'_s), from a suffix sum over the
+                # bins (a total minus a prefix would read inf − inf). Infinite where it must be:
+                # a −inf thr' gives −(−inf)·above; the +inf negatives all sit in one bin, above
+                # every threshold below +inf, so above_x = +inf for each s at or below it
+                above_x = tl.cumsum(hist_x, 0, reverse=True)
                 spread = above_x - tl.where(above > 0, thr, 0.0) * above.to(F)
                 g_pos = tl.where(above > 0, -2.0 * w_s * spread, 0.0)
             # duplicates of a class are adjacent: the first of each run writes m·g
@@ -276,7 +334,7 @@ def multilabel_hinge_kernel(
             tl.debug_barrier()
 
     # -- rows without tiles, and the NaN rule (DESIGN.md §3) -----------------------------------
-    nan_row = (tl.max(has_nan * any_neg, 0) > 0) & (n_pos > 0)
+    nan_row = ((tl.max(has_nan * any_neg, 0) > 0) & (n_pos > 0)) | bad_row
     total = tl.sum(loss, 0)
     total = tl.where(nan_row, float("nan"), total)
     tl.store(loss_ptr + row, total)

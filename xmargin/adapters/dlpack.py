@@ -18,8 +18,10 @@ def to_numpy(a: Any) -> np.ndarray:
         return np.asarray(a)
     if is_torch_array(a):
         a = a.detach()
-        if a.is_conj() or a.is_neg():  # lazy bits DLPack cannot carry
+        if a.is_conj() or a.is_neg():  # lazy bits NumPy cannot carry
             a = a.resolve_conj().resolve_neg()
+        if a.device.type == "cpu":
+            return a.numpy()  # the same zero-copy view as DLPack, in a fraction of its time
     return np.from_dlpack(a)
 
 

@@ -4,8 +4,11 @@ Every backend implements one function, the kernel contract::
 
     hinge(x, t, *, margin, p, weight, want_grad) -> (loss_raw, grad_raw | None)
 
-with ``x`` (N, C) scores, ``t`` (N, K) integer targets in [-1, C) (validated before the call),
-``loss_raw`` (N,) the per-sample sum before the 1/C and ``grad_raw`` (N, C) its gradient.
+with ``x`` (N, C) scores, ``t`` (N, K) integer targets, ``loss_raw`` (N,) the per-sample sum
+before the 1/C and ``grad_raw`` (N, C) its gradient. Targets are not cleaned beforehand (with
+value checks off nothing reads them before the kernel): a row holding any value outside
+[-1, C), also after its first -1, gets NaN loss and an all-NaN gradient row, and no backend
+reads or writes out of bounds whatever the targets hold.
 Reductions, validation, dtype casts and autograd live once, in the loss layer.
 
 Known backends:
@@ -37,6 +40,7 @@ from ._registry import (
     BackendStatus,
     Explanation,
     available,
+    check_backend_name,
     explain,
     get,
     register,
@@ -50,6 +54,7 @@ __all__ = [
     "BackendStatus",
     "Explanation",
     "available",
+    "check_backend_name",
     "explain",
     "get",
     "register",

@@ -109,6 +109,9 @@ class Backend:
     description: str = ""
     builtin: bool = False
     half_precision: bool = False  # takes float16/bfloat16 scores as they are
+    scales_grad: bool = False  # takes grad_scale=: an (N,) array or a float, folded in the kernel
+    # the same kernel on NumPy arrays, for CPU tensors viewed as NumPy without any wrapping
+    load_numpy: Callable[[], HingeFn] | None = None
     grad_in_backward: bool = False  # under autograd: loss-only forward, a second (scaled) pass
     # in backward; for memory-bound devices (see xmargin.adapters.torch)
 
@@ -123,9 +126,9 @@ def _always(*_: Any) -> Reason:
     return None
 
 
-def _module_loader(module: str) -> Callable[[], HingeFn]:
+def _module_loader(module: str, name: str = "hinge") -> Callable[[], HingeFn]:
     def load() -> HingeFn:
-        return importlib.import_module(module).hinge
+        return getattr(importlib.import_module(module), name)
 
     return load
 
@@ -203,6 +206,30 @@ def _add_builtin(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
 
 
+def _numba_status() -> Reason:
+    return importlib.import_module("xmargin.backends.numba").status()
+
+
+def _numba_supports(x: Any) -> Reason:
+    kind = array_kind(x)
+    if kind in (("numpy", "cpu"), ("torch", "cpu")):
+        return None
+    return f"numba runs on NumPy arrays and torch CPU tensors, got {kind[0]} on {kind[1]}"
+
+
+_add_builtin(
+    Backend(
+        "numba",
+        _module_loader("xmargin.backends.numba"),
+        _numba_status,
+        _numba_supports,
+        "compiled CPU kernel (Numba), O(T·C) or O(C log T) per sample by its own T, float64 "
+        "accumulation",
+        builtin=True,
+        scales_grad=True,
+        load_numpy=_module_loader("xmargin.backends.numba", "hinge_numpy"),
+    )
+)
 _add_builtin(
     Backend(
         "reference",
@@ -211,6 +238,7 @@ _add_builtin(
         _reference_supports,
         "NumPy CPU kernel, O(C log T) per sample, float64 accumulation",
         builtin=True,
+        load_numpy=_module_loader("xmargin.backends.reference", "hinge_numpy"),
     )
 )
 _add_builtin(
@@ -232,6 +260,7 @@ _add_builtin(
         "Triton GPU kernels (torch CUDA tensors; CuPy through DLPack)",
         builtin=True,
         half_precision=True,
+        scales_grad=True,
         grad_in_backward=True,
     )
 )
@@ -244,9 +273,33 @@ _add_builtin(
         "CuPy raw-CUDA kernels (CuPy arrays; torch CUDA through DLPack)",
         builtin=True,
         half_precision=True,
+        scales_grad=True,
         grad_in_backward=True,
     )
 )
+
+
+def _flag_invalid_targets(impl: HingeFn) -> HingeFn:
+    """A third-party hinge that assumes targets in [-1, C), made to follow the contract for
+    any target (a row holding a value outside it gets NaN loss and gradient), in array-API
+    code around it."""
+
+    def hinge(x: Any, t: Any, *, margin: float, p: int, weight: Any, want_grad: bool) -> Any:
+        from array_api_compat import array_namespace
+
+        xp = array_namespace(x, t)
+        c = x.shape[1]
+        bad = (t < -1) | (t >= c)
+        rows = xp.any(bad, axis=1)
+        loss, grad = impl(
+            x, xp.where(bad, -1, t), margin=margin, p=p, weight=weight, want_grad=want_grad
+        )
+        loss = xp.where(rows, xp.nan, loss)
+        if grad is not None:
+            grad = xp.where(rows[:, None], xp.nan, grad)
+        return loss, grad
+
+    return hinge
 
 
 def register(
@@ -260,7 +313,8 @@ def register(
     """Register a third-party implementation of the pairwise hinge under ``name``.
 
     ``impl(x, t, *, margin, p, weight, want_grad) -> (loss_raw, grad_raw | None)`` follows the
-    kernel contract (see the module docstring). ``supports(x)`` returns None when ``impl`` can
+    kernel contract (see the module docstring) for targets in [-1, C); xmargin wraps it so that
+    a row holding any other target value gets NaN loss and gradient. ``supports(x)`` returns None when ``impl`` can
     run on scores ``x``, else the reason (default: any array). A registered backend is used only
     when asked for by name (``backend=``, :func:`use_backend`, ``XMARGIN_BACKEND``).
 
@@ -283,8 +337,9 @@ def register(
     if existing is not None and (existing.builtin or not replace):
         why = "a built-in backend" if existing.builtin else "taken (pass replace=True)"
         raise XMarginValueError(f"register: backend name {name!r} is {why}")
+    flagged = _flag_invalid_targets(impl)
     _REGISTRY[name] = Backend(
-        name, lambda: impl, _always, supports or _always, description or "registered"
+        name, lambda: flagged, _always, supports or _always, description or "registered"
     )
     _AUTO_CACHE.clear()
 
@@ -295,6 +350,18 @@ def unregister(name: str) -> None:
     if existing is None or existing.builtin:
         raise XMarginValueError(f"unregister: {name!r} is not a registered third-party backend")
     del _REGISTRY[name]
+
+
+def check_backend_name(fn: str, name: Any) -> None:
+    """``name`` must be None (automatic dispatch) or a known backend's name (checked when a
+    loss object is built; whether it can run on the arrays is checked at the call)."""
+    if name is None:
+        return
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise XMarginValueError(
+            f"{fn}: argument 'backend' must be None (automatic) or one of "
+            f"{', '.join(map(repr, _REGISTRY))}, got {name!r}"
+        )
 
 
 def get(name: str) -> Backend:
@@ -382,8 +449,8 @@ _AUTO_CACHE: dict[tuple[type, str], str] = {}
 _AUTO_ORDER = {
     ("torch", "cuda"): ("triton", "cupy", "portable"),
     ("cupy", "cuda"): ("cupy", "triton", "portable"),
-    ("numpy", "cpu"): ("reference",),
-    ("torch", "cpu"): ("reference", "portable"),
+    ("numpy", "cpu"): ("numba", "reference"),
+    ("torch", "cpu"): ("numba", "reference", "portable"),
 }
 
 

@@ -11,23 +11,27 @@ w_c = m_c · weight_c and thr_c = x_c − margin. The loss is
     L = Σ_{c} w_c Σ_{j negative} max(0, x_j − thr_c)^p.
 
 Sort the 2C keys [x_0 … x_{C−1}, thr_0 … thr_{C−1}] stably, class keys first, so a threshold
-equal to a score sorts after it (the hinge is strictly positive only for thr < x_j). Running sums
-over the sorted row of w, w·thr and w·thr² give, at each class j, the weighted count A0, sum A1
-and square sum A2 of the thresholds below x_j, so
+equal to a score sorts after it (the hinge is strictly positive only for thr < x_j). Let
+τ_0 ≤ τ_1 ≤ … be the thresholds of the positive classes (w ≠ 0 slots; one more sort, of
+values only), δ_q = τ_q − τ_{q−1} their gaps and A0 the running sum of w. Every sum is taken
+from the largest violated threshold, d_j = x_j − τ_{r_j−1} with r_j the number of positive
+thresholds below x_j, so that no large terms cancel (scores of 1e6 keep full accuracy):
 
-    p = 1:  Σ_c w_c max(0, x_j − thr_c)   = A0·x_j − A1
-    p = 2:  Σ_c w_c max(0, x_j − thr_c)²  = A0·x_j² − 2·x_j·A1 + A2
+    Σ_c w_c max(0, x_j − thr_c)   = A0·d_j + S1,            S1 = Σ_{q<r_j} δ_q·A0_q
+    Σ_c w_c max(0, x_j − thr_c)²  = A0·d_j² + 2·d_j·S1 + S2, S2 = Σ_{q<r_j} (2·δ_q·S1_q + δ_q²·A0_q)
 
-and the loss is their sum over the negative classes j. Gradients:
+(running sums over the sorted row; every term ≥ 0 for non-negative weights) and the loss is
+their sum over the negative classes j. Gradients:
 
-    dL/dx_j (j negative)  = A0                       (p = 1)   or 2·(A0·x_j − A1)   (p = 2)
-    dL/dx_c (c positive)  = −w_c · B0_c              (p = 1)   or −2·w_c·(B1_c − thr_c·B0_c)
+    dL/dx_j (j negative)  = A0                        (p = 1)   or 2·(A0·d_j + S1)   (p = 2)
+    dL/dx_c (c positive)  = −w_c · B0_c               (p = 1)   or −2·w_c·G_c        (p = 2)
 
-with B0_c, B1_c the count and sum of the negative scores above thr_c: suffix sums of the same
-sorted row. A second argsort (of the permutation) maps the sorted quantities back to classes.
-Multiplicities come from one flat sort of integer keys ``row·(C+1) + target`` and two
-``searchsorted`` calls, exact for duplicates. Sums accumulate in float64 where the device has it
-(float32 otherwise), so float32 inputs keep about float64-oracle accuracy.
+with B0_c the count of negatives above thr_c and G_c = Σ_{x_j > thr_c} (x_j − thr_c) =
+Σ d_j + Σ_q δ_q·B0_q over the negatives and positive thresholds above thr_c: suffix sums of
+the same sorted row. A second argsort (of the permutation) maps the sorted quantities back to
+classes. Multiplicities come from one flat sort of integer keys ``row·(C+1) + target`` and two
+``searchsorted`` calls, exact for duplicates. Sums accumulate in float64 where the device has
+it (float32 otherwise). A row holding a target outside [-1, C) gets NaN loss and gradient.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import array_namespace, is_torch_array
+import numpy as np
+from array_api_compat import array_namespace, is_numpy_array, is_torch_array
 from array_api_compat import device as _device
 
 from .._xp import index_dtype
@@ -104,8 +109,9 @@ def hinge(
     Parameters
     ----------
     x : (N, C) real floating array of scores.
-    t : (N, K) integer array, values in [-1, C); the positives of a row are its entries before
-        the first negative value, with multiplicity.
+    t : (N, K) integer array; the positives of a row are its entries before the first negative
+        value, with multiplicity. A row holding a value outside [-1, C) gets NaN loss and
+        gradient.
     margin, p : the hinge margin and power (1 or 2).
     weight : (C,) per-class weight of a positive, in ``x``'s dtype, or None.
     want_grad : also return d loss_raw / d x.
@@ -116,7 +122,8 @@ def hinge(
     grad_raw : (N, C) in the accumulation dtype, or None.
 
     Rows with a NaN score, at least one positive and at least one negative give NaN loss and
-    a NaN gradient row. A zero hinge has zero gradient.
+    a NaN gradient row. A zero hinge has zero gradient. Infinite scores give the definition's
+    results.
 
     >>> import numpy as np
     >>> loss, grad = hinge(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([[3, 0, -1, 1]]),
@@ -126,21 +133,33 @@ def hinge(
     >>> (grad[0] / 4).tolist()
     [-0.5, 0.5, 0.5, -0.5]
     """
+    if is_numpy_array(x):  # inf − inf and 0·inf in branches that where() discards
+        with np.errstate(invalid="ignore", over="ignore"):
+            return _hinge(x, t, margin=margin, p=p, weight=weight, want_grad=want_grad)
+    return _hinge(x, t, margin=margin, p=p, weight=weight, want_grad=want_grad)
+
+
+def _hinge(
+    x: Array, t: Array, *, margin: float, p: int, weight: Array | None, want_grad: bool
+) -> tuple[Array, Array | None]:
     xp = array_namespace(x, t)
     n, c = x.shape
     dev = _device(x)
     acc = accumulation_dtype(xp, x)
     xf = xp.astype(x, acc)
+    nan = math.nan
 
     mult = multiplicities(xp, t, c)
     is_neg = mult == 0
     n_pos = xp.sum(mult, axis=1)
     n_neg = xp.sum(xp.astype(is_neg, index_dtype(xp)), axis=1)
     has_nan = xp.any(xp.isnan(xf), axis=1)
-    nan_rows = has_nan & (n_pos > 0) & (n_neg > 0)
+    bad = xp.any((t < -1) | (t >= c), axis=1) if t.shape[1] else xp.zeros((n,), dtype=xp.bool)
+    nan_rows = (has_nan & (n_pos > 0) & (n_neg > 0)) | bad
 
     # NaN rows are overwritten at the end; keep NaN out of the sort and the running sums.
     xf = xp.where(has_nan[:, None], xp.zeros_like(xf), xf)
+    is_pos = ~is_neg
     w = xp.astype(mult, acc)
     if weight is not None:
         w = w * xp.reshape(xp.astype(weight, acc), (1, c))
@@ -152,46 +171,58 @@ def hinge(
     def in_sorted_order(left: Array, right: Array) -> Array:
         return xp.take_along_axis(xp.concat([left, right], axis=1), perm, axis=1)
 
-    def running(left: Array, right: Array) -> Array:
-        return xp.cumulative_sum(in_sorted_order(left, right), axis=1)
+    def times(a: Array, b: Array) -> Array:
+        """a·b, 0 where either is 0 (no pair at all, even beside an infinite gap)."""
+        return xp.where((a == 0) | (b == 0), 0.0, a * b)
 
-    xs = in_sorted_order(xf, zeros)  # class scores at class slots
-    neg_s = in_sorted_order(xp.astype(is_neg, acc), zeros)  # 1 at negative-class slots
-    a0 = running(zeros, w)
-    # w == 0 marks classes that are not positives; keep 0·inf out of the sums
-    w_thr = xp.where(w != 0, w * thr, 0.0)
-    a1 = running(zeros, w_thr)
-    # count of thresholds below x_j, unweighted, decides whether class j is violated at all
-    # (a weighted count may cancel to 0; an x_j = -inf would turn 0·x_j into NaN)
-    cnt = a0 if weight is None else running(zeros, xp.astype(mult, acc))
-    violated = (neg_s > 0) & (cnt > 0)
-    lin = xp.where(violated, a0 * xs - a1, 0.0)  # Σ_c w_c (x_j − thr_c) over violated c
+    vals = in_sorted_order(xf, thr)  # the sorted keys
+    pt = in_sorted_order(xp.zeros((n, c), dtype=xp.bool, device=dev), is_pos)  # positive thr
+    neg_s = in_sorted_order(is_neg, xp.zeros((n, c), dtype=xp.bool, device=dev))  # negatives
+    wv = in_sorted_order(zeros, w)
+    # the positive thresholds in ascending order (+inf after them), and at every sorted slot
+    # the number r of them up to it and the largest of them before it
+    tau = xp.sort(xp.where(is_pos, thr, math.inf), axis=1)
+    r = xp.cumulative_sum(xp.astype(pt, index_dtype(xp)), axis=1)
+    before = r - xp.astype(pt, r.dtype)  # positive thresholds strictly before the slot
+    prev = xp.take_along_axis(tau, xp.clip(before - 1, min=0), axis=1)
+    has_prev = before > 0
+    a0 = xp.cumulative_sum(wv, axis=1)  # Σ w up to the slot (0 added at class slots)
+    a0_before = a0 - wv
+    gap = xp.where(pt & has_prev & (vals != prev), vals - prev, 0.0)  # δ at positive slots
+    step1 = xp.where(pt, times(gap, a0_before), 0.0)
+    s1 = xp.cumulative_sum(step1, axis=1)
+    violated = neg_s & has_prev
+    d = xp.where(violated, vals - prev, 0.0)  # x_j − its largest violated threshold
+    lin = xp.where(violated, a0 * d + s1, 0.0)  # Σ_c w_c (x_j − thr_c) over violated c
     if p == 1:
         per_slot = lin
     else:
-        a2 = running(zeros, w_thr * thr)
-        per_slot = xp.where(violated, a0 * xs * xs - 2.0 * xs * a1 + a2, 0.0)
+        s2 = xp.cumulative_sum(
+            xp.where(pt, 2.0 * times(gap, s1 - step1) + gap * gap * a0_before, 0.0), axis=1
+        )
+        per_slot = xp.where(violated, a0 * d * d + 2.0 * times(d, s1) + s2, 0.0)
     loss = xp.sum(per_slot, axis=1)
-    nan = xp.full((n,), math.nan, dtype=acc, device=dev)
-    loss = xp.where(nan_rows, nan, loss)
+    loss = xp.where(nan_rows, xp.full((n,), nan, dtype=acc, device=dev), loss)
     if not want_grad:
         return loss, None
 
     inv = xp.argsort(perm, axis=1)  # sorted position of every key
     cls_pos, thr_pos = inv[:, :c], inv[:, c:]
-    g_neg_s = (a0 if p == 1 else 2.0 * lin) * xp.astype(violated, acc)
-    g_neg = xp.take_along_axis(g_neg_s, cls_pos, axis=1)
+    g_neg_s = a0 if p == 1 else 2.0 * lin
+    g_neg = xp.take_along_axis(xp.where(violated, g_neg_s, 0.0), cls_pos, axis=1)
 
-    # negatives strictly above each threshold: suffix sums (threshold slots carry zeros)
-    neg_x = xp.where(neg_s > 0, xs, 0.0)
-    b0 = xp.sum(neg_s, axis=1, keepdims=True) - xp.cumulative_sum(neg_s, axis=1)
-    b0 = xp.take_along_axis(b0, thr_pos, axis=1)
+    def after(v: Array) -> Array:
+        """Σ of v over the slots strictly after each slot."""
+        return xp.sum(v, axis=1, keepdims=True) - xp.cumulative_sum(v, axis=1)
+
+    negf = xp.astype(neg_s, acc)
+    b0 = after(negf)  # negatives above each slot
     if p == 1:
-        g_pos = -w * b0
+        g_pos = -w * xp.take_along_axis(b0, thr_pos, axis=1)
     else:
-        b1 = xp.sum(neg_x, axis=1, keepdims=True) - xp.cumulative_sum(neg_x, axis=1)
-        b1 = xp.take_along_axis(b1, thr_pos, axis=1)
-        g_pos = xp.where(b0 > 0, -2.0 * w * (b1 - thr * b0), 0.0)
+        spread = after(d) + after(xp.where(pt, times(gap, b0), 0.0))
+        g_pos = -2.0 * w * xp.take_along_axis(spread, thr_pos, axis=1)
+        g_pos = xp.where(xp.take_along_axis(b0, thr_pos, axis=1) > 0, g_pos, 0.0)
     grad = g_neg + xp.where(is_neg, 0.0, g_pos)
-    grad = xp.where(nan_rows[:, None], xp.full((n, c), math.nan, dtype=acc, device=dev), grad)
+    grad = xp.where(nan_rows[:, None], xp.full((n, c), nan, dtype=acc, device=dev), grad)
     return loss, grad

@@ -1,66 +1,61 @@
 """The ``reference`` backend: the pairwise multilabel hinge as a NumPy CPU kernel.
 
-It is the default for NumPy arrays and torch CPU tensors (which it reads and writes through
-zero-copy DLPack views). Loss and gradient come out of one pass, in O(C log T + T log T) time
-per sample and O(N·C) extra memory, accumulating in float64 whatever the input dtype.
+It reads NumPy arrays and torch CPU tensors (the latter through zero-copy DLPack views). Loss
+and gradient come out of one pass, in O(C log T + T log T) time per sample and O(N·C) extra
+memory, accumulating in float64 whatever the input dtype.
 
 Method, for one sample with scores x (C,) and T positive slots t_1..t_T (duplicates included):
 
 1. Thresholds thr_k = x[t_k] − margin with weights W_k = weight[t_k] (1 without weight), sorted
-   ascending (T log T), and their prefix sums A0 = ΣW, A1 = ΣW·thr (A2 = ΣW·thr² for p = 2).
-2. Every class j is placed among the sorted thresholds: cnt_j = #{k : thr_k < x_j} (C log T,
-   a branch-free binary search over all classes at once). The hinge W_k·max(0, x_j − thr_k)
-   is strictly positive for exactly those k, so a negative class j has gradient A0[cnt_j]
-   (p = 1) or 2·(A0·x_j − A1)[cnt_j] (p = 2). Positive classes are set to −inf for this
-   step: they land below every threshold and drop out of every sum.
-3. A histogram of cnt (with the sums of x, and of x² for p = 2) gives, for the k-th smallest
-   threshold, the number of negatives above it and their sum: its suffix sums, since
-   x_j > thr_k ⇔ cnt_j > k. From these, in O(T):
+   ascending: τ_0 ≤ … ≤ τ_{T−1} (T log T); A0[v] = Σ_{k<v} W_k, gaps δ_u = τ_u − τ_{u−1}.
+2. Every class j is placed among the sorted thresholds: v_j = #{k : τ_k < x_j} (C log T, a
+   branch-free binary search over all classes at once). The hinge W_k·max(0, x_j − τ_k) is
+   strictly positive for exactly the v_j smallest thresholds. Positive classes are set to −inf
+   for this step: they land below every threshold and drop out of every sum.
+3. Sums are taken from the largest violated threshold, d_j = x_j − τ_{v_j−1} ≥ 0, so that no
+   large terms cancel (scores of 1e6 keep full float64 accuracy):
 
-       loss                = Σ_k W_k·(Σ_{x_j > thr_k} x_j − thr_k·#{x_j > thr_k})   (p = 1)
-       d loss / d x[t_k]   = −W_k·#{x_j > thr_k}                                      (p = 1)
+       Σ_{k<v} W_k (x_j − τ_k)   = A0[v]·d_j + S1[v],      S1[v] = Σ_{u<v} δ_u·A0[u]
+       Σ_{k<v} W_k (x_j − τ_k)²  = A0[v]·d_j² + 2·d_j·S1[v] + S2[v],
+                                   S2[v] = Σ_{u<v} (2·δ_u·S1[u] + δ_u²·A0[u])
 
-   and the p = 2 forms with Σ x², Σ x. Duplicate slots add up in their class.
+   (every term ≥ 0 for non-negative weights). The loss is their sum over the negatives j; the
+   gradient of a negative is A0[v] (p = 1) or 2·(A0[v]·d_j + S1[v]) (p = 2).
+4. A histogram of v (counts, and the sums of d) gives the positives' gradients: with
+   above_u = #{j : v_j > u} (a suffix sum; x_j > τ_u ⇔ v_j > u),
+
+       d loss / d x[t_u] = −W_u·above_u                                                (p = 1)
+       d loss / d x[t_u] = −2·W_u·(Σ_{v>u} Σ_{j: v_j=v} d_j + Σ_{m>u} δ_m·above_m)    (p = 2)
+
+   Duplicate slots add up in their class.
 
 float32 scores are compared with thresholds rounded down to float32, which changes no
 comparison (no float32 lies strictly between the two) and halves the memory traffic.
 
-A zero hinge (x_j = thr_k) counts nowhere, so it has zero gradient, as in PyTorch. Rows with a
-NaN score, a positive and a negative give NaN loss and gradient (DESIGN.md §3).
+A zero hinge (x_j = τ_k) counts nowhere, so it has zero gradient, as in PyTorch. Infinite
+scores give the definition's results (an infinite hinge gives an infinite loss; a class that
+violates nothing adds nothing). Rows with a NaN score, a positive and a negative give NaN loss
+and gradient (DESIGN.md §3); so do rows holding a target outside [-1, C) (the kernel contract).
+The thread pool is rebuilt in a forked child (a pool's threads do not survive ``fork``).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from . import _threads
 
 __all__ = ["hinge", "hinge_numpy"]
 
 # Scores per chunk of work and per thread-pool task. NumPy releases the GIL inside each
 # operation, so two threads overlap well once operations are long enough; on a 2-core x86
 # machine 128k beat 16k, 32k, 64k and 256k (interleaved runs at (N, C, T) = (256, 1000, 5),
-# (256, 4000, 200), (128, 4000, 2000)). XMARGIN_NUM_THREADS sets the pool size (1: no pool).
+# (256, 4000, 200), (128, 4000, 2000)). XMARGIN_NUM_THREADS sets the pool size (1: no pool);
+# the pool is shared with the numba backend and rebuilt in a forked child (``_threads``).
 _CHUNK_ELEMS = 1 << 17
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _num_threads() -> int:
-    raw = os.environ.get("XMARGIN_NUM_THREADS", "").strip()
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw)
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(_num_threads(), thread_name_prefix="xmargin-reference")
-    return _POOL
 
 
 def _round_down(thr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -116,12 +111,25 @@ def _suffix_after(h: np.ndarray) -> np.ndarray:
     return np.cumsum(h[:, ::-1], axis=1)[:, ::-1][:, 1:]
 
 
+def _times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a·b with 0 where either factor is 0: a count or gap of 0 means no pair at all, even
+    next to an infinite gap (IEEE would make 0·inf NaN)."""
+    with np.errstate(invalid="ignore"):
+        return np.where((a == 0) | (b == 0), 0.0, a * b)
+
+
 class _Thresholds:
-    """The sorted thresholds of a block of rows and their prefix sums (steps 1 of the method)."""
+    """The sorted thresholds of a block of rows and their sums (step 1 of the method)."""
 
     def __init__(self, x: np.ndarray, t: np.ndarray, margin: float, p: int, weight: Any):
         b, c = x.shape
         self.rows = rows = np.arange(b)
+        # a row holding a target outside [-1, C) anywhere is NaN (the kernel contract); its
+        # values are read as the terminator so that nothing is indexed out of bounds
+        invalid = (t < -1) | (t >= c)
+        self.bad = invalid.any(axis=1)
+        if self.bad.any():
+            t = np.where(invalid, -1, t)
         # the positives are the entries before each row's first negative value; only the first
         # max(T) columns can hold any (PyTorch's (N, C) layout is mostly padding)
         negative = t < 0
@@ -137,16 +145,29 @@ class _Thresholds:
         self.order = np.argsort(thr, axis=1)
         self.ts = ts = np.take_along_axis(thr, self.order, axis=1)
         self.ws = ws = np.take_along_axis(w_slot, self.order, axis=1)
-        used = ws != 0  # padding: weight 0 and threshold +inf; keep 0·inf out of the sums
-        wt = np.multiply(ws, ts, out=np.zeros_like(ws), where=used)
-        sums = [ws, wt]
+        # gaps between neighbouring thresholds (0 for equal ones, also equal infinities)
+        gap = np.zeros((b, k))
+        with np.errstate(invalid="ignore"):
+            np.subtract(ts[:, 1:], ts[:, :-1], out=gap[:, 1:], where=ts[:, 1:] != ts[:, :-1])
+        self.gap = gap
+        # per bin v (v thresholds below): A0 = Σ W over them, S1/S2 as in the module doc; the
+        # columns beyond a row's last real threshold (padding) are never read
+        a0 = np.zeros((b, k + 1))
+        np.cumsum(ws, axis=1, out=a0[:, 1:])
+        s1 = np.zeros((b, k + 1))
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.cumsum(gap * a0[:, :k], axis=1, out=s1[:, 1:])
+        self.prefix = [a0, s1]
         if p == 2:
-            sums.append(np.multiply(wt, ts, out=np.zeros_like(ws), where=used))
-        self.prefix = []  # prefix[m][i, v]: Σ over the v smallest thresholds of W·thr^m
-        for s in sums:
-            acc = np.zeros((b, k + 1))
-            np.cumsum(s, axis=1, out=acc[:, 1:])
-            self.prefix.append(acc)
+            s2 = np.zeros((b, k + 1))
+            with np.errstate(invalid="ignore", over="ignore"):
+                np.cumsum(2.0 * _times(gap, s1[:, :k]) + gap * gap * a0[:, :k], axis=1,
+                          out=s2[:, 1:])  # fmt: skip
+            self.prefix.append(s2)
+        # the largest violated threshold of bin v (bin 0 has none: never read)
+        top = np.zeros((b, k + 1))
+        top[:, 1:] = ts
+        self.top = top
         self.is_pos = np.zeros((b, c), dtype=bool)
         self.is_pos.ravel()[(tc + (rows * c)[:, None])[valid]] = True
         self.n_pos = n_pos
@@ -164,51 +185,53 @@ def _masked_scores(
 
 
 def _search_path(x, th, p, cmp_dtype, grad_out):
-    """Steps 2-3 by binary search: per class bins, then histogram suffix sums."""
+    """Steps 2-4 by binary search: per class bins and sums, then histogram suffix sums."""
     b, c = x.shape
     k = th.k
     ts_cmp = _round_down(th.ts, cmp_dtype)
     stride = (th.rows * (k + 1))[:, None]
     bins = b * (k + 1)
     hist = np.zeros(bins, dtype=np.int64)  # [i, v]: negatives of row i with v thresholds below
-    hist_x = np.zeros(bins)  # ... the sum of their scores
-    hist_xx = np.zeros(bins) if p == 2 else None  # ... and of their squares
+    hist_d = np.zeros(bins)  # ... the sum of their distances d to the largest of them
+    loss = np.zeros(b)
     has_nan = np.zeros(b, dtype=bool)
-    flat_a0, flat_a1 = th.prefix[0].ravel(), th.prefix[1].ravel()
-    a0_out = None if grad_out is None else flat_a0.astype(grad_out.dtype)
+    flat_a0, flat_s1 = th.prefix[0].ravel(), th.prefix[1].ravel()
+    flat_s2 = th.prefix[2].ravel() if p == 2 else None
+    flat_top = th.top.ravel()
     chunk = max(1, _CHUNK_ELEMS // max(b, 1))
     for j0 in range(0, c, chunk):
         j1 = min(c, j0 + chunk)
         xc, nan_here = _masked_scores(x[:, j0:j1], th.is_pos[:, j0:j1], cmp_dtype)
         has_nan |= nan_here
         at = _bins_below(ts_cmp, xc, stride)
+        hit = at > stride  # violates at least one threshold (positives sit at -inf: never)
+        a0 = flat_a0[at]
+        s1 = flat_s1[at]
+        d = np.where(hit, xc - flat_top[at], 0.0)  # x − its largest violated threshold, > 0
+        lin = a0 * d + s1  # Σ W (x − τ) over the violated thresholds
+        per_class = lin if p == 1 else a0 * d * d + 2.0 * _times(d, s1) + flat_s2[at]
+        loss += np.where(hit, per_class, 0.0).sum(axis=1)
         flat_at = at.ravel()
         hist += np.bincount(flat_at, minlength=bins)
-        hist_x += np.bincount(flat_at, weights=xc.ravel(), minlength=bins)
-        if hist_xx is not None:
-            sq = np.square(xc, dtype=np.float64).ravel()
-            hist_xx += np.bincount(flat_at, weights=sq, minlength=bins)
+        if p == 2:
+            hist_d += np.bincount(flat_at, weights=d.ravel(), minlength=bins)
         if grad_out is None:
             continue
-        if p == 1:  # d/dx_j = weighted count of thresholds below x_j
-            grad_out[:, j0:j1] = a0_out[at]
-        else:  # d/dx_j = 2 Σ W (x_j − thr) over thresholds below x_j (none in bin 0)
-            with np.errstate(invalid="ignore"):  # 0·(-inf) in bin 0, discarded
-                lin = flat_a0[at] * xc - flat_a1[at]
-            grad_out[:, j0:j1] = np.where(at > stride, 2.0 * lin, 0.0)
+        g = a0 if p == 1 else 2.0 * lin  # d/dx_j of the sums above
+        grad_out[:, j0:j1] = np.where(hit, g, 0.0)
     shape = (b, k + 1)
-    above = [_suffix_after(hist.reshape(shape)), _suffix_after(hist_x.reshape(shape))]
-    if hist_xx is not None:
-        above.append(_suffix_after(hist_xx.reshape(shape)))
-    return above, has_nan
+    above = _suffix_after(hist.reshape(shape))  # [i, u]: negatives above threshold u
+    spread = None
+    if p == 2:  # Σ (x_j − τ_u) over the negatives above τ_u, as sums of non-negative terms
+        far = _times(th.gap, above)  # δ_m · above_m
+        spread = _suffix_after(hist_d.reshape(shape)) + _suffix_after(
+            np.concatenate([far, np.zeros((b, 1))], axis=1)
+        )
+    return loss, above, spread, has_nan
 
 
 def _block(x, t, margin, p, weight, loss_out, grad_out) -> None:
-    """Loss (and gradient) of a block of rows; writes into the given output slices.
-
-    Infinite scores give the IEEE results of the formulas: +inf where the hinge is infinite
-    for p = 1; for p = 2 the expanded squares may give NaN instead (inf − inf).
-    """
+    """Loss (and gradient) of a block of rows; writes into the given output slices."""
     with np.errstate(invalid="ignore", over="ignore"):
         _block_impl(x, t, margin, p, weight, loss_out, grad_out)
 
@@ -217,29 +240,18 @@ def _block_impl(x, t, margin, p, weight, loss_out, grad_out) -> None:
     b, c = x.shape
     th = _Thresholds(x, t, margin, p, weight)
     cmp_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-    above, has_nan = _search_path(x, th, p, cmp_dtype, grad_out)
-
-    # the loss and the positives' gradients from what lies above each threshold
-    n_above, sum_above = above[0], above[1]
-    hit = n_above > 0  # also keeps inf·0 out: an unviolated threshold adds exactly 0
-    ts = np.where(hit, th.ts, 0.0)
-    spread = sum_above - ts * n_above  # Σ (x_j − thr_k) over x_j > thr_k
-    if p == 1:
-        per_slot = np.where(hit, th.ws * spread, 0.0)
-        g_sorted = -th.ws * n_above
-    else:
-        squares = above[2] - 2.0 * ts * sum_above + ts * ts * n_above
-        per_slot = np.where(hit, th.ws * squares, 0.0)
-        g_sorted = np.where(hit, -2.0 * th.ws * spread, 0.0)
-    loss = per_slot.sum(axis=1)
+    loss, n_above, spread, has_nan = _search_path(x, th, p, cmp_dtype, grad_out)
     # A NaN score poisons its row's sums. The rule (DESIGN.md §3): NaN where the row has a
     # positive and a negative, else the loss is an empty sum, 0.
     zero_rows = has_nan & ((th.n_pos == 0) | (th.n_neg == 0))
-    nan_rows = has_nan & ~zero_rows
+    nan_rows = (has_nan & ~zero_rows) | th.bad
+    zero_rows &= ~th.bad
     loss[nan_rows], loss[zero_rows] = math.nan, 0.0
     loss_out[...] = loss
     if grad_out is None:
         return
+    # the positives' gradients from what lies above each threshold
+    g_sorted = -th.ws * n_above if p == 1 else np.where(n_above > 0, -2.0 * th.ws * spread, 0.0)
     g_slot = np.empty_like(g_sorted)
     np.put_along_axis(g_slot, th.order, g_sorted, axis=1)
     cells = (th.tc + (th.rows * c)[:, None])[th.valid]
@@ -259,8 +271,9 @@ def hinge_numpy(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The kernel contract of DESIGN.md §5 on NumPy arrays.
 
-    ``x`` (N, C) floating, ``t`` (N, K) integers in [-1, C). Returns ``loss_raw`` (N,) float64
-    and ``grad_raw`` (N, C) in ``x``'s dtype (float64 sums, rounded once at the end). Extra
+    ``x`` (N, C) floating, ``t`` (N, K) integers of any dtype (a row holding a value outside
+    [-1, C) gets NaN loss and gradient). Returns ``loss_raw`` (N,) float64 and ``grad_raw``
+    (N, C) in ``x``'s dtype (float64 sums, rounded once at the end). Extra
     memory: O(N·K) for the thresholds plus O(chunk) scratch; nothing of size N·T·C.
 
     >>> import numpy as np
@@ -272,6 +285,8 @@ def hinge_numpy(
     n, c = x.shape
     t = np.asarray(t)
     if t.dtype != np.int64:
+        if t.dtype.kind == "u" and t.dtype.itemsize == 8:  # values >= 2**63 would wrap
+            t = np.minimum(t, np.uint64(c))
         t = t.astype(np.int64)
     w = None if weight is None else np.asarray(weight, dtype=np.float64)
     loss = np.zeros(n, dtype=np.float64)
@@ -286,11 +301,7 @@ def hinge_numpy(
         out = None if grad is None else grad[r0:r1]
         _block(x[r0:r1], t[r0:r1], margin, p, w, loss[r0:r1], out)
 
-    if len(starts) > 1 and _num_threads() > 1:
-        list(_pool().map(run, starts))
-    else:
-        for r0 in starts:
-            run(r0)
+    _threads.run(run, starts)
     return loss, grad
 
 

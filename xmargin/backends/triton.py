@@ -91,7 +91,15 @@ def hinge(
     """The kernel contract (DESIGN.md §5) on torch CUDA tensors or CuPy arrays (or torch CPU
     tensors under ``TRITON_INTERPRET=1``). ``loss_raw`` is float32 (float64 for float64
     scores); ``grad_raw`` has the scores' dtype. ``grad_scale`` (N,), if given, multiplies each
-    gradient row inside the kernel (autograd's grad_output, without another pass over C)."""
+    gradient row inside the kernel (autograd's grad_output, without another pass over C).
+
+    ``t`` (N, K) int32 or int64 may hold any values: the kernel checks them (one pass over the
+    K entries of each row, int64 compared as 64-bit), so the caller need not. A row with any
+    value outside [-1, C), also after its first negative entry, gets loss NaN and, when
+    ``want_grad``, an all-NaN gradient row (not multiplied by ``grad_scale``); other rows are
+    unaffected, and nothing is read or written out of bounds whatever ``t`` holds.
+    Infinite scores follow the definition in IEEE arithmetic (an infinite hinge is +inf, a
+    pair that does not count adds nothing)."""
     import torch
     import triton.language as tl
 

@@ -9,18 +9,23 @@ from typing import Any
 from .._config import check_values_enabled
 from .._errors import XMarginValueError
 from .._xp import (
+    as_array,
     astype,
     check_float,
     check_integer,
     check_real_dtype,
     index_dtype,
     is_jax,
+    is_torch,
+    mean,
+    namespace,
     namespace_of,
+    native,
     requires_grad,
     same_namespace,
     shape_str,
 )
-from ._checks import check_index_range
+from ._checks import check_index_range, fit_indices
 
 Array = Any
 Core = Callable[..., tuple[Array, Array | None]]
@@ -42,14 +47,17 @@ def scores_as_matrix(fn: str, input: Array) -> tuple[Any, int, int]:
     return xp, 1, (shape[0] if shape else 1)
 
 
-def index_target(fn: str, xp: Any, input: Array, target: Any) -> Array:
-    """``target`` in ``input``'s namespace; its dtype is checked after the shapes (PyTorch's
+def index_target(fn: str, target: Any) -> Array:
+    """``target`` as an array of its own namespace (Python lists and numbers become NumPy
+    arrays). It is converted to the scores' namespace only after its values have been checked
+    or made safe in their own dtype (:func:`index_values`): a conversion may narrow them (JAX
+    without x64 holds int64 values in int32). Its dtype is checked after the shapes (PyTorch's
     order), by :func:`check_index_dtype`."""
-    return same_namespace(fn, xp, "input", input, "target", target)
+    return native(as_array(fn, "target", target))
 
 
-def check_index_dtype(fn: str, xp: Any, target: Array) -> None:
-    check_integer(fn, "target", xp, target, "class indices")
+def check_index_dtype(fn: str, target: Array) -> None:
+    check_integer(fn, "target", namespace(target), target, "class indices")
 
 
 def class_weight(fn: str, xp: Any, input: Array, weight: Any, c: int, dtype: Any) -> Array | None:
@@ -78,22 +86,94 @@ def class_weight(fn: str, xp: Any, input: Array, weight: Any, c: int, dtype: Any
 
 
 def index_values(
-    fn: str, xp: Any, target: Array, shape: tuple[int, ...], low: int, high: int, what: str
+    fn: str,
+    xp: Any,
+    input: Array,
+    target: Array,
+    shape: tuple[int, ...],
+    low: int,
+    high: int,
+    what: str,
+    *,
+    flag_rows: bool = True,
 ) -> tuple[Array, Array | None]:
-    """``target`` as indices (int64; int32 on JAX without x64) of ``shape`` with every value
-    in [low, high), and the rows (first
-    axis) that held a value outside it, or None.
+    """``target`` (an integer array of any namespace) as indices of ``input``'s namespace and
+    device, in its index dtype (int64; int32 on JAX without x64), of ``shape``; and the rows
+    (first axis) holding a value outside [low, high), or None.
 
-    With value checks on, an out-of-range value raises (naming it and its position). With
-    them off, no sync happens: such values are replaced by ``low`` so that no backend ever
-    indexes out of bounds, and the returned rows are to be made NaN by the caller.
+    With value checks on, an out-of-range value raises, naming it and its position, read in
+    the target's own dtype before any cast. With them off (or where values cannot be read) no
+    sync happens and nothing is read: values are only kept out of range through the cast
+    (:func:`fit_indices`). Then, with ``flag_rows``, they are replaced by ``max(low, 0)`` and
+    their rows returned, for the caller to make NaN; without it the caller's kernel must flag
+    them itself (the pairwise hinge kernels do: DESIGN.md §5), and None is returned.
     """
-    t = xp.reshape(astype(xp, target, index_dtype(xp)), shape)
-    if check_values_enabled(target) and check_index_range(fn, xp, target, low, high, what):
+    idx = index_dtype(xp)
+    xp_t = namespace(target)
+    if xp_t is not xp and xp_t.iinfo(target.dtype).bits > xp.iinfo(idx).bits:
+        # the conversion itself would narrow (int64 into JAX's int32 without x64): check, or
+        # keep out-of-range values out of range, in the target's own namespace first
+        checked = check_values_enabled(target) and check_index_range(
+            fn, xp_t, target, low, high, what
+        )
+        if not checked:
+            width = xp_t.int32 if xp.iinfo(idx).bits == 32 else xp_t.int64
+            target = fit_indices(xp_t, target, low, high, width)
+        target = same_namespace(fn, xp, "input", input, "target", target)
+    else:  # convert first (device and namespace errors before any value is read)
+        target = same_namespace(fn, xp, "input", input, "target", target)
+        checked = check_values_enabled(target) and check_index_range(
+            fn, xp, target, low, high, what
+        )
+        if not checked:
+            target = fit_indices(xp, target, low, high, idx)
+    t = xp.reshape(astype(xp, target, idx), shape)
+    if checked or not flag_rows:
         return t, None
     bad = (t < low) | (t >= high)
     rows = bad if t.ndim == 1 else xp.any(bad, axis=1)
-    return xp.where(bad, low, t), rows
+    return xp.where(bad, max(low, 0), t), rows
+
+
+def index_values_unchecked(
+    fn: str,
+    xp: Any,
+    input: Array,
+    target: Array,
+    shape: tuple[int, ...],
+    low: int,
+    high: int,
+    what: str,
+) -> tuple[Array, Callable[[], None] | None]:
+    """``target`` as indices for a kernel that flags out-of-range rows itself (NaN loss), and
+    the value check to run only if the loss has a NaN (or None, checks being off).
+
+    A kernel that makes a row NaN for every target outside [low, high) proves, by a loss
+    without NaN, that every target was in range: the check reads the targets only when the
+    loss has a NaN (a bad target, or a NaN score), so value checks cost one look at the loss,
+    not a pass over N·K targets. The check reads the original target in its own dtype and
+    raises naming the first bad value, as :func:`index_values` does.
+    """
+    idx = index_dtype(xp)
+    xp_t = namespace(target)
+    original = target
+    pending = check_values_enabled(target)
+    if xp_t is not xp and xp_t.iinfo(target.dtype).bits > xp.iinfo(idx).bits:
+        width = xp_t.int32 if xp.iinfo(idx).bits == 32 else xp_t.int64
+        target = same_namespace(
+            fn, xp, "input", input, "target", fit_indices(xp_t, target, low, high, width)
+        )
+    else:
+        target = fit_indices(xp, same_namespace(fn, xp, "input", input, "target", target), low,
+                             high, idx)  # fmt: skip
+    t = xp.reshape(astype(xp, target, idx), shape)
+    if not pending:
+        return t, None
+
+    def verify() -> None:
+        check_index_range(fn, xp_t, original, low, high, what)
+
+    return t, verify
 
 
 def nan_where(
@@ -108,22 +188,34 @@ def nan_where(
     return loss, grad
 
 
-def run_core(core: Core, x: Array, operands: tuple, want_grad: bool) -> tuple[Array, Array | None]:
-    """Loss rows (and, if ``want_grad``, gradient rows) of ``core(x, *operands, want_grad)``,
-    with the core's analytic gradient attached for autodiff: a torch autograd Function for
-    tensors that require grad, a ``jax.custom_vjp`` for JAX arrays (so that ``jax.grad``,
-    ``jit`` and ``vmap`` work)."""
+def run_core(
+    core: Core,
+    x: Array,
+    rows: tuple,
+    shared: tuple = (),
+    *,
+    want_grad: bool,
+    recompute: bool = False,
+) -> tuple[Array, Array | None]:
+    """Loss rows (and, if ``want_grad``, gradient rows) of
+    ``core(x, *rows, *shared, want_grad)``, with the core's analytic gradient attached for
+    autodiff: a torch autograd Function (reverse and forward mode, torch.func) for tensors
+    that need derivatives, a ``jax.custom_vjp`` for JAX arrays (so that ``jax.grad``, ``jit``
+    and ``vmap`` work). ``rows`` are row-aligned operands (first axis N), ``shared`` the
+    others (weights). ``recompute``: under torch autograd, a loss-only forward and a second,
+    scaled core call in backward (the core then takes ``grad_scale``)."""
     if want_grad:
-        return core(x, *operands, want_grad=True)
-    if requires_grad(x):
-        from ..adapters.torch import rowwise
+        return core(x, *rows, *shared, want_grad=True)
+    if is_torch(x):
+        from ..adapters.torch import needs_autodiff, rowwise
 
-        return rowwise(lambda x, want_grad: core(x, *operands, want_grad=want_grad), x), None
-    if is_jax(x):
+        if needs_autodiff(x):
+            return rowwise(core, x, rows, shared, recompute=recompute), None
+    elif is_jax(x):
         from ..adapters.jax import rowwise as jax_rowwise
 
-        return jax_rowwise(core, x, *operands), None
-    return core(x, *operands, want_grad=False)
+        return jax_rowwise(core, x, *rows, *shared), None
+    return core(x, *rows, *shared, want_grad=False)
 
 
 def finish(
@@ -144,7 +236,7 @@ def finish(
     elif reduction == "sum":
         loss = xp.sum(per_sample)
     else:
-        loss = xp.sum(per_sample) / n if n else xp.sum(per_sample) * math.nan
+        loss = mean(xp, per_sample)
     loss = astype(xp, loss, input.dtype)
     if grad_raw is None:
         return loss, ()

@@ -15,6 +15,7 @@ from .._xp import (
     compute_dtype,
     expand_to,
     namespace_of,
+    native,
     numel,
     reduction_scale,
     resolve_reduction,
@@ -73,6 +74,7 @@ def _hinge_embedding_loss(
     fn = "hinge_embedding_loss"
     red = resolve_reduction(fn, size_average, reduce, reduction)
     margin = check_real(fn, "margin", margin)
+    input = native(input)
     xp = namespace_of(fn, "input", input)
     check_float(fn, "input", xp, input)
     target = same_namespace(fn, xp, "input", input, "target", target)
@@ -130,6 +132,7 @@ def _margin_ranking_loss(
     fn = "margin_ranking_loss"
     red = resolve_reduction(fn, size_average, reduce, reduction)
     margin = check_real(fn, "margin", margin)
+    input1 = native(input1)
     xp = namespace_of(fn, "input1", input1)
     check_float(fn, "input1", xp, input1)
     input2 = same_namespace(fn, xp, "input1", input1, "input2", input2)

@@ -12,7 +12,9 @@ from .._xp import (
     compute_dtype,
     device,
     is_dask,
+    native,
     resolve_reduction,
+    same_namespace,
     shape_str,
 )
 from ._dask import rowwise_dask
@@ -72,8 +74,9 @@ def _multi_margin_loss(
     red = resolve_reduction(fn, size_average, reduce, reduction)
     p = check_p(fn, p)
     margin = check_real(fn, "margin", margin)
+    input = native(input)
     xp, n, c = scores_as_matrix(fn, input)
-    target = index_target(fn, xp, input, target)
+    target = index_target(fn, target)
     t_shape = tuple(target.shape)
     if not (t_shape == (n,) or (n == 1 and t_shape == ())):
         raise XMarginValueError(
@@ -84,15 +87,18 @@ def _multi_margin_loss(
         )
     cd = compute_dtype(xp, input.dtype)
     w = class_weight(fn, xp, input, weight, c, cd)
-    check_index_dtype(fn, xp, target)
+    check_index_dtype(fn, target)
     if is_dask(input):  # lazily, batch chunk by batch chunk
+        target = same_namespace(fn, xp, "input", input, "target", target)
         return rowwise_dask(
             _multi_margin_loss, input, target, n=n, c=c, t_shape=(n,), reduction=red,
-            matrix_out=len(t_shape) > 0, weight=weight, argnums=argnums,
+            matrix_out=len(t_shape) > 0, weight=w, argnums=argnums,
             options={"p": p, "margin": margin},
         )  # fmt: skip
 
-    t, bad = index_values(fn, xp, target, (n,), 0, c, f"class indices of an input with C = {c}")
+    t, bad = index_values(
+        fn, xp, input, target, (n,), 0, c, f"class indices of an input with C = {c}"
+    )
     x = xp.reshape(astype(xp, input, cd), (n, c))
     dev = device(x)
     classes = xp.reshape(xp.arange(c, dtype=t.dtype, device=dev), (1, c))
@@ -117,7 +123,7 @@ def _multi_margin_loss(
         nan_rows = xp.any(xp.isnan(x), axis=1) & (c > 1)
         return nan_where(xp, nan_rows if bad is None else nan_rows | bad, loss, grad)
 
-    loss_raw, grad_raw = run_core(core, x, (t, is_y, w_y, bad), bool(argnums))
+    loss_raw, grad_raw = run_core(core, x, (t, is_y, w_y, bad), want_grad=bool(argnums))
     return finish(
         xp, loss_raw, grad_raw, c=c, reduction=red, matrix_out=len(t_shape) > 0, input=input
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backends
+from .._config import readable
 from .._errors import XMarginValueError
 from .._xp import (
     astype,
@@ -14,8 +15,10 @@ from .._xp import (
     compute_dtype,
     is_dask,
     is_torch,
+    native,
     requires_grad,
     resolve_reduction,
+    same_namespace,
     shape_str,
 )
 from ._dask import rowwise_dask
@@ -24,8 +27,7 @@ from ._rowwise import (
     class_weight,
     finish,
     index_target,
-    index_values,
-    nan_where,
+    index_values_unchecked,
     run_core,
     scores_as_matrix,
 )
@@ -73,6 +75,18 @@ def multilabel_margin_loss(
     >>> round(float(xmargin.multilabel_margin_loss(x, np.array([[3, 0]]), margin=0.5, p=2)), 6)
     0.2525
     """
+    if (
+        weight is None
+        and backend is None
+        and size_average is None
+        and reduce is None
+        and (is_torch(input))
+    ):
+        from ..adapters.torch import fast_multilabel_margin_loss
+
+        out = fast_multilabel_margin_loss(input, target, reduction, margin, p)
+        if out is not None:
+            return out
     return _multilabel_margin_loss(
         input,
         target,
@@ -103,8 +117,9 @@ def _multilabel_margin_loss(
     red = resolve_reduction(fn, size_average, reduce, reduction)
     p = check_p(fn, p)
     margin = check_real(fn, "margin", margin)
+    input = native(input)
     xp, n, c = scores_as_matrix(fn, input)
-    target = index_target(fn, xp, input, target)
+    target = index_target(fn, target)
     t_shape = tuple(target.shape)
     matrix = input.ndim == 2
     if (matrix and not (len(t_shape) == 2 and t_shape[0] == n)) or (
@@ -118,14 +133,15 @@ def _multilabel_margin_loss(
         )
     cd = compute_dtype(xp, input.dtype)
     w = class_weight(fn, xp, input, weight, c, cd)
-    check_index_dtype(fn, xp, target)
+    check_index_dtype(fn, target)
     k = t_shape[-1] if t_shape else 1
     if is_dask(input):  # lazily, batch chunk by batch chunk (each chunk picks its backend)
         if backend is not None:
             backends.get(backend)  # an unknown name fails now, not at compute()
+        target = same_namespace(fn, xp, "input", input, "target", target)
         return rowwise_dask(
             _multilabel_margin_loss, input, target, n=n, c=c, t_shape=(n, k), reduction=red,
-            matrix_out=matrix, weight=weight, argnums=argnums,
+            matrix_out=matrix, weight=w, argnums=argnums,
             options={"margin": margin, "p": p, "backend": backend},
         )  # fmt: skip
     if compiling():  # torch.compile: resolved once, at trace time
@@ -134,26 +150,50 @@ def _multilabel_margin_loss(
         chosen = backends.get(backend_while_compiling(backend, input))
     else:
         chosen = backends.resolve(backend, input)
-    # backends only ever see values in [-1, C)
-    t, bad_rows = index_values(fn, xp, target, (n, k), -1, c, f"targets of an input with C = {c}")
+    # Targets go to the kernel as they are: every backend gives a row holding a value outside
+    # [-1, C) NaN loss and gradient (the kernel contract, §5). Value checks then look at the
+    # loss, and read the targets only where it has a NaN; switched off, they cost nothing.
+    t, verify = index_values_unchecked(
+        fn, xp, input, target, (n, k), -1, c, f"targets of an input with C = {c}"
+    )
     # half precision goes to the backends that read it natively, the others get float32
     x = xp.reshape(input if chosen.half_precision else astype(xp, input, cd), (n, c))
-    if is_torch(x):  # one torch.library op: autograd, torch.compile and opcheck
-        from ..adapters.torch import pairwise_hinge
+    if is_torch(x) and not argnums:
+        from ..adapters import torch as adapter
 
-        # the gradient in the forward pass, unless the backend recomputes it in backward
-        want_grad = bool(argnums) or (requires_grad(x) and not chosen.grad_in_backward)
-        loss_raw, grad_raw = pairwise_hinge(x, t, margin, p, w, want_grad, chosen.name)
-        grad_raw = grad_raw if bool(argnums) else None
-    else:
-        hinge = chosen.load()
+        if compiling():  # one opaque torch.library op in the graph
+            want_grad = requires_grad(x) and not chosen.grad_in_backward
+            loss_raw, _ = adapter.pairwise_hinge(x, t, margin, p, w, want_grad, chosen.name)
+            loss, _ = finish(xp, loss_raw, None, c=c, reduction=red, matrix_out=matrix,
+                             input=input)  # fmt: skip
+            return loss, ()
+        if adapter.plain_eager():  # the thin path: one autograd node, reduction included
+            loss = adapter.hinge_loss(x, t, w, margin, p, red, chosen, matrix, input.dtype)
+            if verify is not None and bool(xp.any(xp.isnan(loss))):
+                verify()  # raises, naming the bad target, if that is where the NaN comes from
+            return loss, ()
+    hinge = chosen.load()
+    fold = chosen.scales_grad and bool(argnums)  # value_and_grad: scale inside the kernel
+    factor = (1.0 / (n * c) if red == "mean" and n else 1.0 / c) if fold else None
 
-        def core(x, t, w, want_grad):
-            loss, grad = hinge(x, t, margin=margin, p=p, weight=w, want_grad=want_grad)
-            # JAX's custom_vjp wants cotangents in the primal's dtype
-            return astype(xp, loss, cd), None if grad is None else astype(xp, grad, x.dtype)
+    def core(x, t, w, want_grad, grad_scale=None):
+        kw = {} if grad_scale is None else {"grad_scale": grad_scale}
+        if want_grad and factor is not None:
+            kw["grad_scale"] = factor
+        loss, grad = hinge(x, t, margin=margin, p=p, weight=w, want_grad=want_grad, **kw)
+        # autograd and JAX's custom_vjp want cotangents in the primal's dtype
+        return astype(xp, loss, cd), None if grad is None else astype(xp, grad, x.dtype)
 
-        loss_raw, grad_raw = run_core(core, x, (t, w), bool(argnums))
+    loss_raw, grad_raw = run_core(
+        core, x, (t,), (w,), want_grad=bool(argnums), recompute=chosen.grad_in_backward
+    )
     loss_raw = astype(xp, loss_raw, cd)
-    loss_raw, grad_raw = nan_where(xp, bad_rows, loss_raw, grad_raw)
+    if verify is not None:
+        nan = xp.any(xp.isnan(loss_raw))
+        if readable(nan) and bool(nan):  # (inside jax.jit nothing can be read)
+            verify()
+    if factor is not None:  # the gradient is final already: only its shape and dtype
+        loss, _ = finish(xp, loss_raw, None, c=c, reduction=red, matrix_out=matrix, input=input)
+        grad = astype(xp, xp.reshape(grad_raw, tuple(input.shape)), input.dtype)
+        return loss, (grad,)
     return finish(xp, loss_raw, grad_raw, c=c, reduction=red, matrix_out=matrix, input=input)

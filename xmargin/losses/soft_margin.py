@@ -13,9 +13,12 @@ from .._xp import (
     check_real_dtype,
     compute_dtype,
     expand_to,
+    mean,
     namespace_of,
+    native,
     numel,
     reduction_scale,
+    requires_grad,
     resolve_reduction,
     same_namespace,
     shape_str,
@@ -68,8 +71,15 @@ def _soft_margin_loss(
 ) -> tuple[Array, tuple[Array, ...]]:
     fn = "soft_margin_loss"
     red = resolve_reduction(fn, size_average, reduce, reduction)
+    input = native(input)
     xp = namespace_of(fn, "input", input)
     check_float(fn, "input", xp, input)
+    if requires_grad(target):  # PyTorch's rule (its derivative for 'target' is not defined)
+        raise XMarginValueError(
+            f"{fn}: argument 'target' requires grad, but the function 'soft_margin_loss' is not "
+            "differentiable with respect to argument 'target' (as in PyTorch); pass "
+            "target.detach()"
+        )
     target = same_namespace(fn, xp, "input", input, "target", target)
     check_real_dtype(fn, "target", xp, target)
     shape = tuple(input.shape)
@@ -123,7 +133,9 @@ def _multilabel_soft_margin_loss(
     argnums: tuple[int, ...] = (),
 ) -> tuple[Array, tuple[Array, ...]]:
     fn = "multilabel_soft_margin_loss"
-    red = resolve_reduction(fn, size_average, reduce, reduction)
+    # PyTorch refuses reduction="elementwise_mean" here (its other losses accept it)
+    red = resolve_reduction(fn, size_average, reduce, reduction, elementwise_mean=False)
+    input = native(input)
     xp = namespace_of(fn, "input", input)
     check_float(fn, "input", xp, input)
     shape = tuple(input.shape)
@@ -148,7 +160,7 @@ def _multilabel_soft_margin_loss(
     w = None if weight is None else astype(xp, weight, cd)
     if w is not None:
         elem = elem * w
-    per_sample = xp.sum(elem, axis=-1) / c
+    per_sample = mean(xp, elem, axis=-1)  # finite wherever the true mean is
     loss = astype(xp, apply_reduction(xp, per_sample, red), input.dtype)
     if not argnums:
         return loss, ()

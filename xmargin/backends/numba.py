@@ -1,0 +1,200 @@
+"""The ``numba`` backend: the compiled CPU kernel of ``kernels/numba/multilabel_hinge.py``.
+
+The default for NumPy arrays and torch CPU tensors (read and written through zero-copy DLPack
+views). Loss and gradient (scaled per row by ``grad_scale``, written once) come out of one
+pass over each row, accumulating in float64.
+
+Launch heuristics, chosen where they are measured (``python -m benchmarks.multilabel_hinge_cpu``
+on a 2-core x86 machine, one thread):
+
+* ``DIRECT_MAX``: a row with T ≤ 32 positive slots takes the direct O(T·C) loop (vectorised
+  over classes, no sort, no search); above it the sorted O(C log T) search wins.
+* Threads: rows go to the shared pool (``_threads``) in blocks of about ``BLOCK_WORK``
+  element-operations (C·min(T, 32) per row for the direct loop, C·log2(T) for the search);
+  smaller problems run on the calling thread, where a pool round trip (~50 µs) would cost more
+  than it saves.
+
+The kernel is compiled on first use per (score dtype, target dtype) and cached on disk
+(Numba's ``cache=True``: next to the kernel source, or in ``NUMBA_CACHE_DIR``); later
+processes load it in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .._resources import kernels_dir
+from . import _threads
+
+__all__ = ["hinge", "hinge_numpy", "launch"]
+
+DIRECT_MAX = 32
+BLOCK_WORK = 1 << 20
+
+_KERNELS: ModuleType | None = None
+_EMPTY = np.empty(0, np.float64)
+_NO_GRAD = {"f": np.empty((0, 0), np.float32), "d": np.empty((0, 0), np.float64)}
+
+
+def _kernels() -> ModuleType:
+    """The device code, imported once from the installed package or the source checkout."""
+    global _KERNELS
+    if _KERNELS is None:
+        name = "xmargin._kernels.numba.multilabel_hinge"
+        module = sys.modules.get(name)
+        if module is None:
+            path = kernels_dir() / "numba" / "multilabel_hinge.py"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # Numba's cache locates functions by their module
+            spec.loader.exec_module(module)
+        _KERNELS = module
+    return _KERNELS
+
+
+def _work_per_row(c: int, k: int) -> int:
+    slots = max(k, 1)
+    return c * (slots if slots <= DIRECT_MAX else max(1, slots.bit_length()))
+
+
+def hinge_numpy(
+    x: np.ndarray,
+    t: np.ndarray,
+    *,
+    margin: float,
+    p: int,
+    weight: np.ndarray | None,
+    want_grad: bool,
+    grad_scale: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The kernel contract of DESIGN.md §5 on NumPy arrays.
+
+    ``x`` (N, C) floating (float16 is read as float32), ``t`` (N, K) integers of any dtype and
+    value (a row holding one outside [-1, C) gets NaN loss and gradient). Returns ``loss_raw``
+    (N,) float64 and ``grad_raw`` (N, C) in ``x``'s dtype (float32 for float16), times
+    ``grad_scale`` if given: an (N,) factor per row or one number for every row.
+
+    >>> import numpy as np
+    >>> loss, grad = hinge_numpy(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([[3, 0, -1, 1]]),
+    ...                          margin=1.0, p=1, weight=None, want_grad=True)
+    >>> round(float(loss[0]) / 4, 6), (grad[0] / 4).tolist()
+    (0.85, [-0.5, 0.5, 0.5, -0.5])
+    """
+    n, c = x.shape
+    if x.dtype != np.float64 and x.dtype != np.float32:
+        x = x.astype(np.float32)
+    x = np.ascontiguousarray(x)
+    t = np.asarray(t)
+    if t.dtype != np.int64 and t.dtype != np.int32:
+        if t.dtype.kind == "u" and t.dtype.itemsize == 8:  # values >= 2**63 would wrap
+            t = np.minimum(t, np.uint64(c))
+        t = t.astype(np.int64)
+    t = np.ascontiguousarray(t)
+    w = _EMPTY if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    factor = 1.0
+    scale = _EMPTY
+    if grad_scale is not None and np.ndim(grad_scale) == 0:
+        factor = float(grad_scale)
+    elif grad_scale is not None:
+        scale = np.ascontiguousarray(np.broadcast_to(np.asarray(grad_scale, np.float64), (n,)))
+    loss, grad = launch(x, t, w, float(margin), p, want_grad, scale, factor)
+    return loss, (grad if want_grad else None)
+
+
+def launch(
+    x: np.ndarray,
+    t: np.ndarray,
+    w: np.ndarray,
+    margin: float,
+    p: int,
+    want_grad: bool,
+    scale: np.ndarray,
+    factor: float,
+    grad: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel on arrays already in its layout (C-contiguous float32/64 scores, int32/64
+    targets, float64 ``w`` and ``scale`` or empty): (loss (N,) float64, grad (N, C) or (0, 0)),
+    the gradient written into ``grad`` if given (C-contiguous, x's dtype). Small problems run
+    on the calling thread; large ones in row blocks on the shared pool."""
+    n, c = x.shape
+    loss = np.empty(n, dtype=np.float64)
+    if grad is None:
+        grad = np.empty((n, c) if want_grad else (0, 0), dtype=x.dtype)
+    kernel = (_KERNELS or _kernels()).hinge_rows
+    rows = max(1, BLOCK_WORK // _work_per_row(c, t.shape[1]))
+    if rows >= n:
+        kernel(x, t, w, margin, p, want_grad, scale, factor, loss, grad, 0, n, DIRECT_MAX)
+        return loss, grad
+
+    def task(r0: int) -> None:
+        r1 = min(n, r0 + rows)
+        kernel(x, t, w, margin, p, want_grad, scale, factor, loss, grad, r0, r1, DIRECT_MAX)
+
+    _threads.run(task, range(0, n, rows))
+    return loss, grad
+
+
+def launch_plain(
+    x: np.ndarray,
+    t: np.ndarray,
+    margin: float,
+    p: int,
+    factor: float,
+    grad: np.ndarray | None,
+) -> np.ndarray:
+    """The kernel without weight or per-row scale on small problems, straight into ``grad``
+    (the torch fast path's own buffer), or through :func:`launch`; returns the loss rows."""
+    n, c = x.shape
+    want = grad is not None
+    if n * _work_per_row(c, t.shape[1]) > BLOCK_WORK:
+        return launch(x, t, _EMPTY, margin, p, want, _EMPTY, factor, grad)[0]
+    loss = np.empty(n, dtype=np.float64)
+    out = grad if want else _NO_GRAD[x.dtype.char]
+    (_KERNELS or _kernels()).hinge_rows(
+        x, t, _EMPTY, margin, p, want, _EMPTY, factor, loss, out, 0, n, DIRECT_MAX
+    )
+    return loss
+
+
+def hinge(
+    x: Any,
+    t: Any,
+    *,
+    margin: float,
+    p: int,
+    weight: Any | None,
+    want_grad: bool,
+    grad_scale: Any | None = None,
+) -> tuple[Any, Any | None]:
+    """The kernel contract on NumPy arrays or CPU arrays of another framework (torch), read and
+    written through zero-copy DLPack views; results come back in ``x``'s namespace."""
+    from ..adapters.dlpack import from_numpy_like, to_numpy
+
+    loss, grad = hinge_numpy(
+        to_numpy(x),
+        to_numpy(t),
+        margin=margin,
+        p=p,
+        weight=None if weight is None else to_numpy(weight),
+        want_grad=want_grad,
+        grad_scale=grad_scale
+        if grad_scale is None or np.ndim(grad_scale) == 0
+        else to_numpy(grad_scale),
+    )
+    return from_numpy_like(loss, x), None if grad is None else from_numpy_like(grad, x)
+
+
+def status() -> str | None:
+    """None when Numba imports here, else why not (dispatch then falls back to reference)."""
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed (pip install numba); using reference instead"
+    try:
+        import numba  # noqa: F401
+    except Exception as exc:  # e.g. built against another NumPy
+        return f"numba does not import ({type(exc).__name__}: {exc}); using reference instead"
+    return None
