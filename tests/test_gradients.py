@@ -148,7 +148,7 @@ def test_opcheck_on_cpu_backends(backend, p, weighted):
     x = _x(3, 6, seed=5)
     w = torch.linspace(0.5, 2.0, 6, dtype=torch.float64) if weighted else None
     scale = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
-    import xmargin.adapters.torch  # noqa: F401 - registers the op (loaded lazily otherwise)
+    import xmargin.adapters.torch_compile  # noqa: F401 - registers the op (loaded lazily otherwise)
 
     op = torch.ops.xmargin.pairwise_hinge.default
     for want in (True, False):
@@ -174,3 +174,23 @@ def test_torch_compile_fullgraph_with_automatic_dispatch(p, weighted):
     )
     assert_close(out.detach().numpy(), np.mean(ref), rtol=1e-12, atol=1e-12, what="compiled")
     assert_close(g.numpy(), np.asarray(ref_g) / 3, rtol=1e-12, atol=1e-12, what="compiled grad")
+
+
+def test_retained_graph_gives_the_same_gradient_twice():
+    """The thin path hands the kernel's gradient to autograd as it is when grad_output is 1;
+    a kept graph must not see it modified by the first accumulation."""
+    x = _x(5, 7, seed=11)
+    t = torch.tensor(np.random.default_rng(0).integers(-1, 7, size=(5, 7)))
+    for p in (1, 2):
+        for reduction in ("mean", "sum", "none"):
+            leaf = x.detach().clone().requires_grad_()
+            loss = xmargin.multilabel_margin_loss(leaf, t, p=p, reduction=reduction).sum()
+            loss.backward(retain_graph=True)
+            first = leaf.grad.clone()
+            loss.backward(retain_graph=True)
+            loss.backward()
+            assert torch.equal(leaf.grad, 3 * first), (p, reduction)
+            _, g = xmargin.value_and_grad(xmargin.multilabel_margin_loss)(
+                x.detach().numpy(), t.numpy(), p=p, reduction=reduction
+            )
+            assert_close(first, g, rtol=1e-12, atol=1e-15, what=f"p={p} {reduction}")

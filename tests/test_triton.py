@@ -178,6 +178,8 @@ def test_through_the_loss_with_autograd(device):
 def test_opcheck(device):
     x = torch.randn(3, 6, dtype=torch.float64, device=device, requires_grad=True)
     t = torch.tensor([[0, 5, -1, 2, 2, 2], [4, 4, 1, 0, -1, 3], [-1, 0, 0, 0, 0, 0]], device=device)
+    import xmargin.adapters.torch_compile  # noqa: F401 - registers the op (loaded lazily otherwise)
+
     op = torch.ops.xmargin.pairwise_hinge.default
     for want in (True, False):
         args = (x if want else x.detach(), t, 1.0, 1, None, want, "triton")

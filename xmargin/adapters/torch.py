@@ -8,9 +8,9 @@ multi_margin_loss's torch core) runs inside :class:`_Rowwise`, a plain
 ``torch.autograd.forward_ad`` use ``jvp = Σ_j grad[n, j] · tangent[n, j]`` per row, and
 ``vmap`` folds the batch dimensions into the rows (every core is row-wise).
 
-Under ``torch.compile`` the hinge is the op ``xmargin::pairwise_hinge`` instead: one opaque
-node with a fake (meta) implementation and a registered backward, whatever the backend;
-``torch.library.opcheck`` checks it.
+Under ``torch.compile`` the hinge is the op ``xmargin::pairwise_hinge`` instead (in
+:mod:`xmargin.adapters.torch_compile`, which eager calls never import: it loads
+``torch._dynamo``).
 
 Two ways to get the gradient, chosen per backend (``Backend.grad_in_backward``):
 
@@ -44,72 +44,6 @@ Core = Callable[..., tuple[Any, Any]]
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-@torch.compiler.assume_constant_result
-def backend_while_compiling(backend: str | None, x: torch.Tensor) -> str:
-    """The backend name for ``x``, resolved once at trace time: torch.compile cannot trace the
-    registry's context variables, and the choice is fixed for the compiled graph anyway."""
-    from ..backends import resolve
-
-    return resolve(backend, x).name
-
-
-@torch.library.custom_op("xmargin::pairwise_hinge", mutates_args=())
-def pairwise_hinge(
-    x: torch.Tensor,
-    t: torch.Tensor,
-    margin: float,
-    p: int,
-    weight: torch.Tensor | None,
-    want_grad: bool,
-    backend: str,
-    grad_scale: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss_raw (N,) in float32/64, grad_raw (N, C) in x's dtype, or (0,) if not wanted).
-
-    ``grad_scale`` (N,) multiplies the gradient rows (inside the kernel where supported).
-    """
-    loss, grad = run_backend(backend, x, t, weight, margin, p, want_grad, grad_scale)
-    return loss, (x.new_empty((0,)) if grad is None else grad)
-
-
-@pairwise_hinge.register_fake
-def _pairwise_hinge_fake(x, t, margin, p, weight, want_grad, backend, grad_scale=None):
-    loss = x.new_empty((x.shape[0],), dtype=accumulation_dtype(x.dtype))
-    return loss, (x.new_empty(x.shape) if want_grad else x.new_empty((0,)))
-
-
-def grad_in_backward(backend: str) -> bool:
-    """Whether ``backend`` recomputes in backward instead of keeping a forward gradient."""
-    from ..backends import get
-
-    return get(backend).grad_in_backward
-
-
-def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-    x, t, margin, p, weight, want_grad, backend, _ = inputs
-    ctx.x_dtype = x.dtype
-    ctx.recompute = not want_grad
-    if ctx.recompute:  # the gradient comes from a second kernel pass in backward
-        ctx.options = (margin, p, backend)
-        ctx.save_for_backward(x, t, weight)
-    else:
-        ctx.save_for_backward(output[1])
-
-
-def _backward(ctx: Any, grad_loss: torch.Tensor, _grad_of_grad: Any) -> tuple:
-    if ctx.recompute:
-        x, t, weight = ctx.saved_tensors
-        margin, p, backend = ctx.options
-        _, gx = pairwise_hinge(x, t, margin, p, weight, True, backend, grad_loss)
-    else:
-        (grad,) = ctx.saved_tensors
-        gx = grad_loss.unsqueeze(-1) * grad
-    return gx.to(ctx.x_dtype), None, None, None, None, None, None, None
-
-
-pairwise_hinge.register_autograd(_backward, setup_context=_setup_context)
 
 
 def run_backend(
@@ -193,7 +127,9 @@ class _HingeLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, t, weight, options):
-        margin, p, reduction, backend, recompute, matrix_out, dtype, numpy_hinge, scales, _ = options
+        margin, p, reduction, backend, recompute, matrix_out, dtype, numpy_hinge, scales, _ = (
+            options
+        )
         n, c = x.shape
         factor = 1.0 / (n * c) if reduction == "mean" and n else 1.0 / c
         need = options[-1]  # x requires grad and grad mode is on (checked before apply)
@@ -467,8 +403,11 @@ class _FastHingeLoss(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad, x = ctx.saved_tensors
         if ctx.reduction == "none":
-            grad_out = grad_out.unsqueeze(-1)
-        out = grad * grad_out
+            out = grad * grad_out.unsqueeze(-1)
+        elif grad_out.item() == 1.0:  # loss.backward(): the kernel's gradient is final
+            out = grad  # (autograd clones it if the graph is kept: it is never modified)
+        else:
+            out = grad * grad_out
         if torch.is_grad_enabled():  # create_graph: a second derivative must raise, not be 0
             out = _NoSecondDerivative.apply(out, x)
         return out, None, None, None, None, None, None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import importlib
-import importlib.metadata
 import importlib.util
 import itertools
 import os
@@ -148,6 +147,8 @@ def _older_than(package: str, minimum: tuple[int, ...] | None) -> str | None:
     """Why the installed ``package`` is too old (from its metadata; nothing is imported)."""
     if minimum is None:
         return None
+    import importlib.metadata  # 50 ms to import: only when a GPU backend is asked about
+
     try:
         installed = importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:

@@ -33,7 +33,7 @@ from . import _threads
 
 __all__ = ["hinge", "hinge_numpy", "launch"]
 
-DIRECT_MAX = 32
+DIRECT_MAX = 56
 BLOCK_WORK = 1 << 20
 
 _KERNELS: ModuleType | None = None

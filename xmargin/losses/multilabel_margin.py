@@ -145,7 +145,7 @@ def _multilabel_margin_loss(
             options={"margin": margin, "p": p, "backend": backend},
         )  # fmt: skip
     if compiling():  # torch.compile: resolved once, at trace time
-        from ..adapters.torch import backend_while_compiling
+        from ..adapters.torch_compile import backend_while_compiling
 
         chosen = backends.get(backend_while_compiling(backend, input))
     else:
@@ -158,15 +158,16 @@ def _multilabel_margin_loss(
     )
     # half precision goes to the backends that read it natively, the others get float32
     x = xp.reshape(input if chosen.half_precision else astype(xp, input, cd), (n, c))
+    if is_torch(x) and compiling():  # one opaque torch.library op in the graph
+        from ..adapters.torch_compile import pairwise_hinge
+
+        want_grad = bool(argnums) or (requires_grad(x) and not chosen.grad_in_backward)
+        loss_raw, grad_raw = pairwise_hinge(x, t, margin, p, w, want_grad, chosen.name)
+        return finish(xp, loss_raw, grad_raw if argnums else None, c=c, reduction=red,
+                      matrix_out=matrix, input=input)  # fmt: skip
     if is_torch(x) and not argnums:
         from ..adapters import torch as adapter
 
-        if compiling():  # one opaque torch.library op in the graph
-            want_grad = requires_grad(x) and not chosen.grad_in_backward
-            loss_raw, _ = adapter.pairwise_hinge(x, t, margin, p, w, want_grad, chosen.name)
-            loss, _ = finish(xp, loss_raw, None, c=c, reduction=red, matrix_out=matrix,
-                             input=input)  # fmt: skip
-            return loss, ()
         if adapter.plain_eager():  # the thin path: one autograd node, reduction included
             loss = adapter.hinge_loss(x, t, w, margin, p, red, chosen, matrix, input.dtype)
             if verify is not None and bool(xp.any(xp.isnan(loss))):
