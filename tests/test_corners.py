@@ -463,12 +463,13 @@ from xmargin.backends import _threads
 
 x = np.random.default_rng(0).normal(size=(64, 4096))
 t = np.random.default_rng(1).integers(-1, 4096, size=(64, 8))
-want = float(xmargin.multilabel_margin_loss(x, t, backend="reference"))
+backend = sys.argv[1]
+want = float(xmargin.multilabel_margin_loss(x, t, backend=backend))
 assert _threads._POOL is not None  # several blocks ran on the pool
 
 
 def child(queue):
-    queue.put(float(xmargin.multilabel_margin_loss(x, t, backend="reference")))
+    queue.put(float(xmargin.multilabel_margin_loss(x, t, backend=backend)))
 
 
 ctx = multiprocessing.get_context("fork")
@@ -485,14 +486,15 @@ print("ok")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_forked_child_does_not_hang():
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_forked_child_does_not_hang(backend):
     """Linux's default start method forks; the child must not wait on the parent's pool
     threads (they do not exist in the child). A fresh interpreter: nothing else threaded."""
     import subprocess
 
     env = {**os.environ, "XMARGIN_NUM_THREADS": "2"}
     out = subprocess.run(
-        [sys.executable, "-c", _FORK_SCRIPT], env=env, capture_output=True, text=True,
+        [sys.executable, "-c", _FORK_SCRIPT, backend], env=env, capture_output=True, text=True,
         timeout=120,
     )  # fmt: skip
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
