@@ -38,6 +38,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .._errors import XMarginTypeError
+from ..backends import resolve as _resolve
 
 Core = Callable[..., tuple[Any, Any]]
 
@@ -379,8 +380,10 @@ class _FastHingeLoss(torch.autograd.Function):
                          None if grad is None else grad.numpy())  # fmt: skip
         value = _reduce_rows_numpy(loss_np, c, reduction)
         if want:
-            ctx.reduction = reduction
-            ctx.save_for_backward(grad, x)
+            # an intermediate (the gradient) and a reference kept only for a create_graph
+            # guard (x's values are never read) go on ctx as attributes, which is cheaper
+            # than saved variables and allowed for tensors that are not saved for their values
+            ctx.reduction, ctx.grad, ctx.x = reduction, grad, x
         if reduction == "none":
             nan = bool(np.isnan(value).any())
             out = torch.from_numpy(value).to(x.dtype)
@@ -401,7 +404,7 @@ class _FastHingeLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad, x = ctx.saved_tensors
+        grad, x = ctx.grad, ctx.x
         if ctx.reduction == "none":
             out = grad * grad_out.unsqueeze(-1)
         elif grad_out.item() == 1.0:  # loss.backward(): the kernel's gradient is final
@@ -414,7 +417,7 @@ class _FastHingeLoss(torch.autograd.Function):
 
 
 def fast_multilabel_margin_loss(
-    input: torch.Tensor, target: Any, reduction: Any, margin: Any, p: Any
+    input: torch.Tensor, target: Any, reduction: Any, margin: Any, p: Any, backend: Any = None
 ) -> torch.Tensor | None:
     """The common eager call (CPU tensors, float32/64 scores, an int64 (N, K) target on the
     same device, a Python margin, no weight, automatic dispatch) in O(1) Python work: every
@@ -442,13 +445,18 @@ def fast_multilabel_margin_loss(
         and not forward_ad_active()
     ):
         return None
-    from ..backends import resolve
-
-    if resolve(None, input).name != "numba" or not (
-        input.is_contiguous() and target.is_contiguous()
-    ):
+    if not (input.is_contiguous() and target.is_contiguous()):
         return None
+    if _resolve(backend, input).name != "numba":  # (a bad backend= raises its error here)
+        return None
+    want = input.requires_grad and torch.is_grad_enabled()  # (needs_input_grad ignores no_grad)
+    return _FastHingeLoss.apply(input, target, float(margin), p, reduction, _launch_plain, want)
+
+
+def _launch_plain(*args: Any) -> Any:
+    """The numba backend's kernel entry (its module imported on first use)."""
+    global _launch_plain
     from ..backends.numba import launch_plain
 
-    want = input.requires_grad and torch.is_grad_enabled()  # (needs_input_grad ignores no_grad)
-    return _FastHingeLoss.apply(input, target, float(margin), p, reduction, launch_plain, want)
+    _launch_plain = launch_plain
+    return launch_plain(*args)

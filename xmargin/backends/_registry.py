@@ -486,6 +486,8 @@ def choice(backend: str | None) -> tuple[str | None, str]:
 def resolve(backend: str | None, x: Any, fn: str = "multilabel_margin_loss") -> Backend:
     """The backend for scores ``x``, honouring ``backend``, :func:`use_backend` and
     ``XMARGIN_BACKEND`` in that order, else automatic dispatch."""
+    if backend is None and _SCOPED.get() is None and _ENV not in os.environ:
+        return _REGISTRY[_automatic(x)]  # the common case, without building a message
     name, source = choice(backend)
     if name is None:
         return _REGISTRY[_automatic(x)]
