@@ -4,37 +4,74 @@
     python -m benchmarks                  # the full grid (about 15 minutes on 2 CPU cores)
     python -m benchmarks --device cuda    # on a GPU: the GPU grid, GB/s, torch.compile
 
-multilabel_margin_loss over the (N, C, T) grid of DESIGN.md §8, a sweep of T at fixed (N, C)
-and the label statistics of CAL500 and bibtex (their real targets, random scores); the other
-five losses at one shape. For each: parity with PyTorch float64 on the same data, then fwd and
-fwd+bwd timings (medians, min and max). Writes ``benchmarks/results/<machine>.csv`` (rows keyed
-by device, run, backend, loss, case, shape and mode), a Markdown table and a PNG of time vs T
-(log-log, one line per implementation) next to it.
+multilabel_margin_loss over the (N, C, T) grid of DESIGN.md §8 and issue 11's goal shapes, a
+sweep of T at fixed (N, C) and the label statistics of CAL500 and bibtex (their real targets,
+random scores); the other five losses at (4096, 1000). For each: parity with PyTorch float64 on
+the same data, then fwd and fwd+bwd timings. On the CPU every torch row has a one-thread twin
+("torch[1 thread]"), and so do the numba and reference backends and xmargin on NumPy
+(``XMARGIN_NUM_THREADS=1``); speed-ups compare one thread with one thread and default with
+default. Timings: ``torch.utils.benchmark.Timer`` blocks, the implementations interleaved block
+by block over several rounds, three seeds rotated call by call; median over rounds, min–max.
+Then the goals table (fwd+bwd, numba[1 thread] vs torch[1 thread]).
+
+Writes ``benchmarks/results/<machine>[-quick].csv`` (rows keyed by device, run, backend, loss,
+case, shape and mode; each with its provenance: versions, commit, threads, machine, UTC time),
+a Markdown report (provenance, goals, every row) and a PNG of time vs T (log-log, one line per
+implementation) next to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from ._common import RESULTS, machine_name, print_table, write_csv
+from ._common import RESULTS, default_threads, machine_name, print_table, provenance, write_csv
+
+KEY = ("device", "run", "backend", "loss", "case", "N", "C", "T", "mode")
 
 
-def _markdown(rows: list[dict], path) -> None:
-    head = "| loss | case | N | C | T | mode | implementation | ms (median) | min–max | vs torch | parity |"
-    lines = [head, "|" + "---|" * 11]
+def _header(prov: dict, threads: dict, run: str, settings: str) -> list[str]:
+    return [
+        f"xmargin {prov['xmargin_version']} (commit {prov['git_commit']}), "
+        f"torch {prov['torch_version']}, numba {prov['numba_version']}, "
+        f"triton {prov['triton_version']}, numpy {prov['numpy_version']}",
+        f"machine {prov['machine']}, {run} run started {prov['timestamp_utc']}; default threads: "
+        f"torch {threads['torch']}, xmargin {threads['xmargin']} ('[1 thread]' rows: 1)",
+        settings,
+    ]
+
+
+def _markdown(rows: list[dict], goal_lines: list[str], header: list[str], path) -> None:
+    lines = [f"# xmargin benchmarks: {header[1].split(',')[0]}", ""]
+    lines += [f"- {h}" for h in header] + [""]
+    if goal_lines:
+        lines += ["## Goals (issue 11): fwd+bwd, one thread against one thread", ""]
+        lines += [*goal_lines, ""]
+    lines += [
+        "## All rows",
+        "",
+        "`vs torch`: torch's time over this one's at the same thread count (median of the "
+        "per-round ratios, min–max); ms: median over rounds, min–max over rounds.",
+        "",
+        "| loss | case | N | C | T | mode | implementation | threads | ms (median) | min–max "
+        "| vs torch | parity |",
+        "|" + "---|" * 12,
+    ]
     for r in rows:
-        speed = "" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.1f}x"
+        speed = ("" if r["speedup_vs_torch"] is None else
+                 f"{r['speedup_vs_torch']:.2g}x ({r['speedup_min']:.2g}–{r['speedup_max']:.2g})")  # fmt: skip
         lines.append(
             f"| {r['loss']} | {r['case']} | {r['N']} | {r['C']} | {r['T']} | {r['mode']} | "
-            f"{r['backend']} | {r['ms']:.3g} | {r['ms_min']:.3g}–{r['ms_max']:.3g} | {speed} | "
-            f"{r['parity']} |"
+            f"{r['backend']} | {r['threads'] if r['threads'] is not None else ''} | "
+            f"{r['ms']:.3g} | {r['ms_min']:.3g}–{r['ms_max']:.3g} | {speed} | {r['parity']} |"
         )
     path.write_text("\n".join(lines) + "\n")
 
 
 def plot(rows: list[dict], sweep: dict, path, title: str) -> bool:
-    """Time vs T at the sweep's (N, C), log-log, one line per implementation."""
+    """Time vs T at the sweep's (N, C), log-log, one line per implementation (dashed: the
+    default thread count, solid: one thread)."""
     try:
         import matplotlib
 
@@ -45,21 +82,22 @@ def plot(rows: list[dict], sweep: dict, path, title: str) -> bool:
         return False
     sel = [r for r in rows if r["loss"] == "multilabel_margin_loss" and r["N"] == sweep["N"]
            and r["C"] == sweep["C"]]  # fmt: skip
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     for ax, mode in zip(axes, ("fwd", "fwd+bwd"), strict=True):
         for name in dict.fromkeys(r["backend"] for r in sel):
             pts = sorted(
                 (r["T"], r["ms"]) for r in sel if r["backend"] == name and r["mode"] == mode
             )
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+                style = "-" if "1 thread" in name else "--"
+                ax.plot(*zip(*pts, strict=True), style, marker="o", label=name)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("T (positive labels per sample)")
         ax.set_title(f"{mode}, N={sweep['N']}, C={sweep['C']}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("time per call (ms)")
-    axes[1].legend()
+    axes[1].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -70,13 +108,17 @@ def plot(rows: list[dict], sweep: dict, path, title: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="small grid, few repeats (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="small grid, 3 rounds (< 2 min)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--backends", nargs="*", help="xmargin backends (default: all usable)")
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile")
-    parser.add_argument("--repeats", type=int, help="timed runs per implementation")
+    parser.add_argument("--no-single-thread", action="store_true",
+                        help="leave out the '[1 thread]' rows")  # fmt: skip
+    parser.add_argument("--rounds", "--repeats", type=int, dest="rounds",
+                        help="interleaved rounds per implementation (at least 3 seeds: 3)")  # fmt: skip
     parser.add_argument("--no-save", action="store_true", help="print only")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
 
     import torch
 
@@ -90,47 +132,63 @@ def main(argv: list[str] | None = None) -> int:
     gpu = args.device.startswith("cuda")
     probe = torch.zeros(1, 1, device=args.device)
     backends = args.backends or [b for b in xmargin.backends.available(probe)]
+    # rounds: at least `rounds` (one per seed), more while the slowest implementation's rounds
+    # fit in `budget` seconds; on the CPU a block (one implementation's turn) lasts >= block_s
     if gpu:
-        shapes, sweep = suite.GRID_GPU, suite.SWEEP_GPU
-        repeats = args.repeats or (20 if args.quick else 50)
-        other = (4096, 4096)
+        shapes, sweep, other = suite.GRID_GPU, suite.SWEEP_GPU, (4096, 4096)
+        timing = dict(rounds=3, max_rounds=3, budget_s=None, block_s=0.0)
     elif args.quick:
-        shapes, sweep = suite.GRID_QUICK, suite.SWEEP_QUICK
-        repeats = args.repeats or 3
-        other = (256, 1000)
+        shapes, sweep, other = suite.GRID_QUICK, suite.SWEEP_QUICK, (1024, 1000)
+        timing = dict(rounds=3, max_rounds=3, budget_s=None, block_s=0.03)
     else:
-        shapes, sweep = suite.GRID_FULL, suite.SWEEP_FULL
-        repeats = args.repeats or 5
-        other = (1024, 1000)
+        shapes, sweep, other = suite.GRID_FULL, suite.SWEEP_FULL, (4096, 1000)
+        timing = dict(rounds=3, max_rounds=5, budget_s=1.5, block_s=0.1)
+    if args.rounds:
+        timing.update(rounds=args.rounds, max_rounds=args.rounds)
     with_compile = not args.no_compile and (gpu or not args.quick)
     name = machine_name(args.device)
     run = "quick" if args.quick else "full"
-    print(f"xmargin {xmargin.__version__}, torch {torch.__version__}, device {name} "
-          f"({torch.get_num_threads()} CPU threads), backends: {', '.join(backends)}, "
-          f"torch.compile: {'yes' if with_compile else 'no'}, {run} run")  # fmt: skip
-    cases = suite.multilabel_cases(shapes, sweep, ["CAL500", "bibtex"], args.device)
+    prov = provenance(args.device)
+    threads = default_threads()
+    settings = (
+        ("torch.utils.benchmark.Timer blocks of >= "
+         f"{timing['block_s'] * 1e3:.0f} ms" if not gpu else "triton.testing.do_bench")
+        + f", implementations interleaved block by block over {timing['rounds']}"
+        + (f"–{timing['max_rounds']}" if timing["max_rounds"] != timing["rounds"] else "")
+        + f" rounds, {suite.SEEDS} seeds rotated call by call; torch.compile: "
+        + ("yes" if with_compile else "no")
+    )  # fmt: skip
+    header = _header(prov, threads, run, settings)
+    print("\n".join(header) + f"\nbackends: {', '.join(backends)}")
+    cases = suite.multilabel_cases(shapes, sweep, suite.DATASETS, args.device)
     for c in cases:
-        if c.label in ("CAL500", "bibtex"):
+        if c.label in suite.DATASETS:
             print(f"  {c.label}: N={c.N}, C={c.C}, mean T={c.T} (real targets, random scores)")
     cases += suite.other_cases(*other, device=args.device)
     rows = suite.run_cases(cases, device=args.device, backends=backends, with_compile=with_compile,
-                           repeats=repeats, device_name=name, run=run)  # fmt: skip
+                           one_thread_rows=not args.no_single_thread, run=run, prov=prov,
+                           **timing)  # fmt: skip
     columns = [("loss", "loss", ""), ("case", "case", ""), ("N", "N", "d"), ("C", "C", "d"),
-               ("T", "T", "g"), ("mode", "mode", ""), ("backend", "impl", ""), ("ms", "ms", ".3g"),
-               ("speedup_vs_torch", "vs torch", ".1f")]  # fmt: skip
+               ("T", "T", "g"), ("mode", "mode", ""), ("backend", "impl", ""),
+               ("threads", "thr", ""), ("ms", "ms", ".3g"), ("ms_min", "min", ".3g"),
+               ("ms_max", "max", ".3g"), ("speedup_vs_torch", "vs torch", ".2g")]  # fmt: skip
     if gpu:
         columns.append(("gbps", "GB/s", ".0f"))
     columns.append(("parity", "parity", ""))
     print_table(rows, columns)
+    goal_lines = suite.goals_lines(suite.goals(rows))
+    if len(goal_lines) > 2:
+        print("\ngoals (issue 11), fwd+bwd, one thread vs one thread:")
+        print("\n".join(goal_lines))
     if not args.no_save:
         stem = name if run == "full" else f"{name}-quick"
-        write_csv(RESULTS / f"{name}.csv", rows,
-                  key=("device", "run", "backend", "loss", "case", "N", "C", "T", "mode"))  # fmt: skip
-        _markdown(rows, RESULTS / f"{stem}.md")
-        saved = [f"{name}.csv", f"{stem}.md"]
+        write_csv(RESULTS / f"{stem}.csv", rows, key=KEY, require="git_commit")
+        _markdown(rows, goal_lines if len(goal_lines) > 2 else [], header, RESULTS / f"{stem}.md")
+        saved = [f"{stem}.csv", f"{stem}.md"]
         if plot(rows, sweep, RESULTS / f"{stem}.png", f"multilabel_margin_loss on {name}"):
             saved.append(f"{stem}.png")
         print("wrote " + ", ".join(f"benchmarks/results/{s}" for s in saved))
+    print(f"took {time.perf_counter() - started:.0f} s")
     return 0
 
 

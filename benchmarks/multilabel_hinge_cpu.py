@@ -1,97 +1,71 @@
-"""The reference backend against PyTorch on the CPU: fwd+bwd of multilabel_margin_loss.
+"""xmargin's CPU backends against PyTorch: fwd+bwd of multilabel_margin_loss at the goal shapes.
 
-    python -m benchmarks.multilabel_hinge_cpu [--repeats R] [--shapes N,C,T ...]
+    python -m benchmarks.multilabel_hinge_cpu [--rounds R] [--shapes N,C,T ...] [--no-bibtex]
+                                              [--backends numba reference] [--fwd]
 
-Same float32 data for both, PyTorch's (N, C) -1-padded target layout. Parity is checked on that
-data before timing, against PyTorch in float64 on the same values (xmargin compares exactly;
-PyTorch's float32 kernel rounds margin − x_t + x_j, which flips a few near-ties at large T).
-The two are timed in interleaved runs (so drifts in machine load hit both) and the median of
-each is reported with the speed-up. This is a measurement, not a test.
+The goal cases of issue 11 ((8, 16, 2), (256, 1000, 1), (256, 1000, 5), (256, 4000, 200),
+(128, 4000, 2000), (4096, 4096, 64) and bibtex's targets), float32 scores and PyTorch's (N, C)
+-1-padded targets, three seeds each. torch with one thread and with its default threads, the
+numba and reference backends likewise (``XMARGIN_NUM_THREADS``), and xmargin's
+``value_and_grad`` on NumPy arrays. Parity with PyTorch float64 on the same data first (a
+mismatch is reported and makes the exit status 1); then the same timing as
+``python -m benchmarks`` (``torch.utils.benchmark.Timer`` blocks, the implementations
+interleaved block by block over several rounds, the seeds rotated call by call; median over
+rounds, min–max), and the goals table: torch[1 thread]'s time over numba[1 thread]'s, round by
+round. A measurement, not a test; nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
-import numpy as np
-
-GOALS = {(256, 1000, 5): 1.0, (256, 4000, 200): 20.0, (128, 4000, 2000): 100.0}
-
-
-def make_problem(n: int, c: int, t: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Scores N(0, 1) and T distinct positives per row, in PyTorch's (N, C) target layout."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, c)).astype(np.float32)
-    target = np.full((n, c), -1, dtype=np.int64)
-    target[:, :t] = np.argsort(rng.random((n, c)), axis=1)[:, :t]
-    return x, target
-
-
-def fwd_bwd(fn, x, target):
-    leaf = x.detach().clone().requires_grad_()
-    loss = fn(leaf, target)
-    loss.backward()
-    return loss.detach(), leaf.grad
-
-
-def measure(n: int, c: int, t: int, repeats: int) -> dict:
-    import torch
-    import torch.nn.functional as F
-
-    import xmargin
-
-    x_np, t_np = make_problem(n, c, t)
-    x, target = torch.from_numpy(x_np), torch.from_numpy(t_np)
-    ours = lambda a, b: xmargin.multilabel_margin_loss(a, b, backend="reference")  # noqa: E731
-    loss_a, grad_a = fwd_bwd(ours, x, target)
-    loss_b, grad_b = fwd_bwd(F.multilabel_margin_loss, x.double(), target)
-    torch.testing.assert_close(loss_a.double(), loss_b, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(grad_a.double(), grad_b, rtol=1e-6, atol=1e-9)
-    times: dict[str, list[float]] = {"torch": [], "reference": []}
-    fwd_bwd(ours, x, target)  # warm-up (thread pool, caches)
-    for _ in range(repeats):
-        for name, fn in (("torch", F.multilabel_margin_loss), ("reference", ours)):
-            start = time.perf_counter()
-            fwd_bwd(fn, x, target)
-            times[name].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    spread = {k: (min(v) * 1e3, max(v) * 1e3) for k, v in times.items()}
-    return {
-        "shape": (n, c, t),
-        "ms": med,
-        "spread": spread,
-        "speedup": med["torch"] / med["reference"],
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.multilabel_hinge_cpu")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.multilabel_hinge_cpu",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--rounds", "--repeats", type=int, dest="rounds",
+                        help="interleaved rounds (default: 3, up to 5 where they are cheap)")  # fmt: skip
     parser.add_argument("--shapes", nargs="*", default=None, help="N,C,T triples")
+    parser.add_argument("--no-bibtex", action="store_true", help="leave out bibtex's targets")
+    parser.add_argument("--backends", nargs="*", default=["numba", "reference"])
+    parser.add_argument("--fwd", action="store_true", help="also time the loss alone")
     args = parser.parse_args(argv)
-    import torch
 
-    shapes = (
-        [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else list(GOALS)
-    )
-    print(
-        f"multilabel_margin_loss fwd+bwd, float32, CPU, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), median of {args.repeats} interleaved runs"
-    )
-    print(
-        f"{'N':>5} {'C':>6} {'T':>5} {'torch ms':>10} {'reference ms':>13} {'speed-up':>9} {'goal':>6}"
-    )
-    for shape in shapes:
-        r = measure(*shape, repeats=args.repeats)
-        goal = GOALS.get(shape)
-        print(
-            f"{shape[0]:>5} {shape[1]:>6} {shape[2]:>5} {r['ms']['torch']:>10.2f} "
-            f"{r['ms']['reference']:>13.2f} {r['speedup']:>8.1f}x "
-            f"{'' if goal is None else f'>={goal:g}x':>6}"
-        )
-    return 0
+    from . import suite
+    from ._common import default_threads, print_table, provenance
+
+    shapes = ([tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else
+              [w for _, w, _ in suite.GOALS if isinstance(w, tuple)])  # fmt: skip
+    datasets = [] if args.no_bibtex or args.shapes else ["bibtex"]
+    prov, threads = provenance(), default_threads()
+    timing = dict(rounds=3, max_rounds=5, budget_s=1.5, block_s=0.1)
+    if args.rounds:
+        timing.update(rounds=args.rounds, max_rounds=args.rounds)
+    print(f"multilabel_margin_loss, float32, CPU; xmargin {prov['xmargin_version']} "
+          f"(commit {prov['git_commit']}), torch {prov['torch_version']}, numba "
+          f"{prov['numba_version']}, numpy {prov['numpy_version']}; {prov['machine']}, "
+          f"{prov['timestamp_utc']}; default threads: torch {threads['torch']}, xmargin "
+          f"{threads['xmargin']}")  # fmt: skip
+    cases = suite.multilabel_cases(shapes, None, datasets, "cpu")
+    rows = suite.run_cases(cases, device="cpu", backends=args.backends, with_compile=False,
+                           run="multilabel_hinge_cpu", prov=prov,
+                           modes=("fwd", "fwd+bwd") if args.fwd else ("fwd+bwd",), **timing)  # fmt: skip
+    print_table(rows, [("case", "case", ""), ("N", "N", "d"), ("C", "C", "d"), ("T", "T", "g"),
+                       ("mode", "mode", ""), ("backend", "impl", ""), ("threads", "thr", "d"),
+                       ("ms", "ms", ".3g"), ("ms_min", "min", ".3g"), ("ms_max", "max", ".3g"),
+                       ("speedup_vs_torch", "vs torch", ".2g"), ("speedup_min", "min", ".2g"),
+                       ("speedup_max", "max", ".2g"), ("parity", "parity", "")])  # fmt: skip
+    backend = "numba" if "numba" in args.backends else args.backends[0]
+    lines = suite.goals_lines(suite.goals(rows, backend), backend)
+    if len(lines) > 2:
+        print("\ngoals (issue 11), fwd+bwd, one thread vs one thread:")
+        print("\n".join(lines))
+    bad = sorted({f"{r['backend']} at ({r['N']}, {r['C']}, {r['T']}): {r['parity']}"
+                  for r in rows if r["parity"] != "ok"})  # fmt: skip
+    for b in bad:
+        print(f"parity: {b}")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

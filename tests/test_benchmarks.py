@@ -3,14 +3,18 @@ small end-to-end runs (timings are not asserted; speed is measured, not tested).
 
 from __future__ import annotations
 
+import csv
 import itertools
+import os
+import re
+import time
 
 import numpy as np
 import pytest
 
-from benchmarks import data, train
+torch = pytest.importorskip("torch")
 
-pytest.importorskip("torch")
+from benchmarks import _common, data, train  # noqa: E402
 
 
 def test_read_dense_and_sparse_arff(tmp_path):
@@ -101,15 +105,116 @@ def test_training_demo_runs_and_frameworks_agree(monkeypatch, tmp_path):
     assert train.main(["--epochs", "1", "--datasets", "CAL500", "--no-save"]) == 0
 
 
-def test_suite_smoke():
+@pytest.fixture(scope="module")
+def smoke_rows():
+    """A tiny run of the suite: the fixed-cost goal case, a sweep point and one other loss."""
     from benchmarks import suite
 
-    cases = suite.multilabel_cases([(8, 30, 3)], {"N": 8, "C": 30, "T": [1, 3]}, [], "cpu")
-    cases += suite.other_cases(8, 12, "cpu")
-    rows = suite.run_cases(cases, device="cpu", backends=["reference", "portable"], with_compile=False,
-                           repeats=1, device_name="test", run="quick")  # fmt: skip
+    cases = suite.multilabel_cases([(8, 16, 2)], {"N": 8, "C": 16, "T": [1, 2]}, [], "cpu")
+    cases += suite.other_cases(8, 12, "cpu", losses=["margin_ranking_loss"])
+    return cases, suite.run_cases(cases, device="cpu", backends=["numba", "reference", "portable"],
+                                  with_compile=False, rounds=3, block_s=0.001, run="quick",
+                                  quiet=True)  # fmt: skip
+
+
+def test_suite_smoke(smoke_rows):
+    cases, rows = smoke_rows
     assert {r["parity"] for r in rows} == {"ok"}
     names = {r["backend"] for r in rows}
-    assert {"torch", "reference", "portable", "xmargin[torch]", "xmargin[numpy]"} <= names
-    assert all(r["ms"] > 0 for r in rows)
-    assert len([c for c in cases if c.loss == "multilabel_margin_loss"]) == 2  # (8, 30, 3) once
+    assert {"torch", "numba", "reference", "portable", "xmargin[torch]", "xmargin[numpy]"} <= names
+    assert all(r["ms_min"] <= r["ms"] <= r["ms_max"] and r["ms"] > 0 for r in rows)
+    assert all(r["rounds"] == 3 and r["seeds"] == 3 for r in rows)
+    assert len([c for c in cases if c.loss == "multilabel_margin_loss"]) == 2  # (8, 16, 2) once
+    assert all(len(c.inputs) == 3 for c in cases)
+    # three distinct inputs per case
+    x0, x1 = cases[0].inputs[0][0], cases[0].inputs[1][0]
+    assert not bool((x0 == x1).all())
+
+
+def test_one_thread_rows(smoke_rows):
+    _, rows = smoke_rows
+    names = {r["backend"] for r in rows}
+    for name in ("torch", "numba", "reference", "xmargin[numpy]", "xmargin[torch]"):
+        one = _common.one_thread(name)
+        assert one in names
+        assert {r["threads"] for r in rows if r["backend"] == one} == {1}
+        # a one-thread row is compared with torch[1 thread]
+        assert {r["vs"] for r in rows if r["backend"] == one} == {"torch[1 thread]"}
+    assert "portable[1 thread]" not in names
+    assert _common.one_thread("xmargin[numpy]") == "xmargin[numpy, 1 thread]"
+    for r in rows:
+        if r["backend"] in ("torch", "torch[1 thread]"):
+            assert r["speedup_vs_torch"] == pytest.approx(1.0)
+
+
+def test_provenance_in_every_csv_row(smoke_rows, tmp_path):
+    _, rows = smoke_rows
+    path = tmp_path / "r.csv"
+    path.write_text("device,run,backend\ncpu,quick,stale\n")  # an old row without provenance
+    _common.write_csv(path, rows, key=("device", "run", "backend", "loss", "case", "N", "C", "T",
+                                       "mode"), require="git_commit")  # fmt: skip
+    with path.open(newline="") as f:
+        read = list(csv.DictReader(f))
+    assert len(read) == len(rows) and "stale" not in {r["backend"] for r in read}
+    for r in read:
+        for k in (*_common.PROVENANCE, "threads"):
+            assert r[k], k
+        assert re.fullmatch(r"[0-9a-f]{4,40}(\+dirty)?|unknown", r["git_commit"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", r["timestamp_utc"])
+        assert r["machine"] == _common.machine_name()
+        assert r["torch_version"] == torch.__version__
+    assert _common.git_commit(tmp_path) == "unknown"  # not a checkout
+
+
+def test_timer_on_a_tiny_case():
+    seen = {}
+
+    def sleeper():
+        time.sleep(0.002)
+
+    def probe(key):
+        def fn():
+            seen[key] = (torch.get_num_threads(), os.environ.get(_common.THREADS_ENV))
+
+        return fn
+
+    t = _common.time_rounds({"sleep": sleeper, "one": probe("one"), "default": probe("default")},
+                            threads={"one": 1}, rounds=3, block_s=0.001)  # fmt: skip
+    s = t["sleep"].stats()
+    assert s["rounds"] == 3 and s["calls"] >= 3
+    assert 0.002 <= s["ms_min"] / 1e3 <= s["ms"] / 1e3 <= s["ms_max"] / 1e3 < 1.0
+    assert len(s["round_ms"].split()) == 3 and s["iqr_ms"] >= 0
+    assert seen["one"] == (1, "1")
+    assert seen["default"][1] == os.environ.get(_common.THREADS_ENV)
+    assert os.environ.get(_common.THREADS_ENV) == seen["default"][1]  # restored
+    # budgets: more rounds while they fit, never fewer than asked
+    t = _common.time_rounds({"f": lambda: None}, rounds=3, max_rounds=5, budget_s=10, block_s=0.001)
+    assert t["f"].stats()["rounds"] == 5
+    assert _common.paired_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 2.0]) == (3.0, 2.0, 4.0)
+
+
+def test_goals_table(smoke_rows):
+    from benchmarks import suite
+
+    _, rows = smoke_rows
+    goals = suite.goals(rows)
+    assert [g["case"] for g in goals] == ["fixed cost"]  # the only goal case that ran
+    g = goals[0]
+    assert g["goal"] == 0.4 and g["met"] in ("yes", "no") and g["numpy_met"] in ("yes", "no")
+    assert g["ratio_min"] <= g["ratio"] <= g["ratio_max"]
+    assert g["ratio_default"] is not None
+    lines = suite.goals_lines(goals)
+    assert len(lines) == 3 and lines[2].startswith("| fixed cost | 8 | 16 | 2 |")
+
+
+def test_markdown_report(smoke_rows, tmp_path):
+    from benchmarks import __main__ as cli
+    from benchmarks import suite
+
+    _, rows = smoke_rows
+    prov = _common.provenance()
+    header = cli._header(prov, _common.default_threads(), "quick", "settings")
+    cli._markdown(rows, suite.goals_lines(suite.goals(rows)), header, tmp_path / "r.md")
+    text = (tmp_path / "r.md").read_text()
+    assert prov["git_commit"] in text and prov["torch_version"] in text
+    assert "## Goals" in text and "| fixed cost |" in text and "numba[1 thread]" in text
