@@ -169,6 +169,9 @@ FWD_CASES = {
         x, torch.tensor([[3, 0, -1, 1]]), p=2, margin=0.7
     ),
     "multi_margin": lambda x: xmargin.multi_margin_loss(x, torch.tensor([3])),
+    "multilabel_margin_weighted_p2": lambda x: xmargin.multilabel_margin_loss(
+        x, torch.tensor([[3, 0, -1, 1]]), p=2, weight=torch.linspace(0.5, 2, 4).double()
+    ),
 }
 
 
@@ -207,6 +210,10 @@ def test_second_derivatives_raise_instead_of_returning_zero(case):
     x = torch.tensor([[0.1, 0.2, 0.4, 0.8]], dtype=torch.float64)
     xg = x.clone().requires_grad_()
     (g,) = torch.autograd.grad(f(xg), xg, create_graph=True)
+    with pytest.raises(TypeError, match="no second derivative"):
+        torch.autograd.grad(g.sum(), xg)
+    # beside a term that does have one, the hinge's part is not silently taken as 0 either
+    (g,) = torch.autograd.grad(f(xg) + (xg**2).sum(), xg, create_graph=True)
     with pytest.raises(TypeError, match="no second derivative"):
         torch.autograd.grad(g.sum(), xg)
     for second in (torch.func.hessian, lambda h: torch.func.jacrev(torch.func.jacrev(h)),

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 from .._errors import XMarginTypeError
 from ..backends import resolve as _resolve
@@ -157,21 +156,24 @@ class _HingeLoss(torch.autograd.Function):
             ctx.options = (margin, p, backend, factor, reduction, x.dtype)
             ctx.save_for_backward(grad if want else None, x if recompute else None, t, weight)
             ctx.recompute = recompute
+            ctx.x = x  # for the create_graph guard only (its values are never read)
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         grad, x, t, weight = ctx.saved_tensors
         margin, p, backend, factor, reduction, x_dtype = ctx.options
         if ctx.recompute:
             n = x.shape[0]
             scale = grad_out.to(accumulation_dtype(x_dtype)).reshape(-1).expand(n) * factor
-            _, grad = run_backend(backend, x, t, weight, margin, p, True, scale.contiguous())
-            return grad, None, None, None
-        if reduction == "none":
-            return grad * grad_out.reshape(-1, 1).to(grad.dtype), None, None, None
-        return grad * grad_out.to(grad.dtype), None, None, None
+            _, out = run_backend(backend, x, t, weight, margin, p, True, scale.contiguous())
+        elif reduction == "none":
+            out = grad * grad_out.reshape(-1, 1).to(grad.dtype)
+        else:
+            out = grad * grad_out.to(grad.dtype)
+        if torch.is_grad_enabled():  # create_graph: a second derivative must raise, not be 0
+            out = _NoSecondDerivative.apply(out, ctx.x)
+        return out, None, None, None
 
 
 def hinge_loss(
