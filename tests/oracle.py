@@ -88,12 +88,18 @@ def multilabel_soft_margin(x, y, weight=None):
     for n, (xs, ys) in enumerate(zip(_rows(x), _rows(y), strict=True)):
         c = len(xs)
         ws = [1.0] * c if weight is None else [float(v) for v in weight[n]]
+        # each term divided by C first (a sum of terms near the float maximum overflows where
+        # the mean does not); the gradient as (1 − y)·σ(x) − y·σ(−x), exact for confident
+        # positives (σ(x) − y cancels there)
         loss = sum(
-            w * (yy * softplus(-xx) + (1 - yy) * softplus(xx))
+            w * (yy * softplus(-xx) + (1 - yy) * softplus(xx)) / c
             for xx, yy, w in zip(xs, ys, ws, strict=True)
         )
-        losses.append(loss / c)
-        grads.append([w * (sigmoid(xx) - yy) / c for xx, yy, w in zip(xs, ys, ws, strict=True)])
+        losses.append(loss)
+        grads.append(
+            [w * ((1 - yy) * sigmoid(xx) - yy * sigmoid(-xx)) / c
+             for xx, yy, w in zip(xs, ys, ws, strict=True)]
+        )  # fmt: skip
     return losses, grads
 
 

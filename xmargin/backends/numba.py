@@ -43,19 +43,30 @@ _EMPTY = np.empty(0, np.float64)
 _NO_GRAD = {"f": np.empty((0, 0), np.float32), "d": np.empty((0, 0), np.float64)}
 
 
+def load_kernels(stem: str) -> ModuleType:
+    """``kernels/numba/<stem>.py``, imported once from the installed package or the source
+    checkout, registered in ``sys.modules`` (Numba's on-disk cache locates functions by their
+    module)."""
+    name = f"xmargin._kernels.numba.{stem}"
+    module = sys.modules.get(name)
+    if module is None:
+        path = kernels_dir() / "numba" / f"{stem}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return module
+
+
 def _kernels() -> ModuleType:
-    """The device code, imported once from the installed package or the source checkout."""
+    """The pairwise hinge's device code (imported once)."""
     global _KERNELS
     if _KERNELS is None:
-        name = "xmargin._kernels.numba.multilabel_hinge"
-        module = sys.modules.get(name)
-        if module is None:
-            path = kernels_dir() / "numba" / "multilabel_hinge.py"
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module  # Numba's cache locates functions by their module
-            spec.loader.exec_module(module)
-        _KERNELS = module
+        _KERNELS = load_kernels("multilabel_hinge")
     return _KERNELS
 
 

@@ -12,12 +12,10 @@ from .._errors import XMarginValueError
 from .._xp import numel, warn_user
 
 
-def warn_if_01_labels(fn: str, xp: Any, y: Any) -> None:
-    """±1 losses given {0, 1} labels (a 0 present): PyTorch computes something else silently."""
-    if not check_values_enabled(y) or numel(tuple(y.shape)) == 0:
-        return
-    flag = xp.all((y == 0) | (y == 1)) & xp.any(y == 0)
-    if readable(flag) and bool(flag):
+def warn_01_labels(fn: str) -> None:
+    """The warning of :func:`warn_if_01_labels`, for a caller that counted the labels itself
+    (the compiled fast paths count them in their one pass); only while checks are on."""
+    if check_values_enabled():
         warn_user(
             f"{fn}: argument 'target' holds labels in {{0, 1}}, but {fn} expects labels in "
             "{-1, +1} (a 0 label is not a negative here). Convert with "
@@ -26,17 +24,32 @@ def warn_if_01_labels(fn: str, xp: Any, y: Any) -> None:
         )
 
 
+def warn_pm1_labels(fn: str) -> None:
+    """The warning of :func:`warn_if_pm1_labels`, for a caller that counted the labels."""
+    if check_values_enabled():
+        warn_user(
+            f"{fn}: argument 'target' holds the label -1, but {fn} expects labels in {{0, 1}} "
+            "(a -1 label is not a negative here). Convert with xmargin.targets.to_01(target).",
+            UserWarning,
+        )
+
+
+def warn_if_01_labels(fn: str, xp: Any, y: Any) -> None:
+    """±1 losses given {0, 1} labels (a 0 present): PyTorch computes something else silently."""
+    if not check_values_enabled(y) or numel(tuple(y.shape)) == 0:
+        return
+    flag = xp.all((y == 0) | (y == 1)) & xp.any(y == 0)
+    if readable(flag) and bool(flag):
+        warn_01_labels(fn)
+
+
 def warn_if_pm1_labels(fn: str, xp: Any, y: Any) -> None:
     """multilabel_soft_margin_loss given a −1 label: it expects {0, 1}."""
     if not check_values_enabled(y) or numel(tuple(y.shape)) == 0:
         return
     flag = xp.any(y == -1)
     if readable(flag) and bool(flag):
-        warn_user(
-            f"{fn}: argument 'target' holds the label -1, but {fn} expects labels in {{0, 1}} "
-            "(a -1 label is not a negative here). Convert with xmargin.targets.to_01(target).",
-            UserWarning,
-        )
+        warn_pm1_labels(fn)
 
 
 def _comparable(xp: Any, t: Any) -> tuple[Any, bool]:

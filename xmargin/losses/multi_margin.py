@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from .._config import options
 from .._errors import XMarginValueError
 from .._xp import (
     astype,
@@ -12,11 +14,13 @@ from .._xp import (
     compute_dtype,
     device,
     is_dask,
+    namespace,
     native,
     resolve_reduction,
     same_namespace,
     shape_str,
 )
+from ..backends._host import BLOCK, host_array, host_kind, launch, numba_kernels
 from ._dask import rowwise_dask
 from ._rowwise import (
     check_index_dtype,
@@ -69,6 +73,7 @@ def _multi_margin_loss(
     reduction: str = "mean",
     *,
     argnums: tuple[int, ...] = (),
+    fast: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
     fn = "multi_margin_loss"
     red = resolve_reduction(fn, size_average, reduce, reduction)
@@ -95,6 +100,13 @@ def _multi_margin_loss(
             matrix_out=len(t_shape) > 0, weight=w, argnums=argnums,
             options={"p": p, "margin": margin},
         )  # fmt: skip
+
+    if fast:
+        out = _multi_margin_fast(
+            input, target, weight, w, n, c, len(t_shape) > 0, p, margin, red, bool(argnums)
+        )
+        if out is not None:
+            return out
 
     t, bad = index_values(
         fn, xp, input, target, (n,), 0, c, f"class indices of an input with C = {c}"
@@ -127,3 +139,87 @@ def _multi_margin_loss(
     return finish(
         xp, loss_raw, grad_raw, c=c, reduction=red, matrix_out=len(t_shape) > 0, input=input
     )
+
+
+# --------------------------------------------------------------------------------------------
+# CPU fast path: the compiled kernel of kernels/numba/multi_margin.py on NumPy arrays and eager
+# torch CPU tensors (see soft_margin.py); None: the generic path applies.
+# --------------------------------------------------------------------------------------------
+def _multi_margin_fast(
+    input: Array,
+    target: Array,
+    weight: Any,
+    w: Any,
+    n: int,
+    c: int,
+    matrix_out: bool,
+    p: int,
+    margin: float,
+    red: str,
+    want: bool,
+) -> Any:
+    """(loss, grads) by the compiled kernel, or None. ``w``: the validated (C,) class weight in
+    the compute dtype (``weight`` as given, for the generic path of a second derivative)."""
+    fn = "multi_margin_loss"
+    kind = host_kind(input, w)
+    k = None if kind is None else numba_kernels("multi_margin")
+    if k is None:
+        return None
+    import numpy as np
+
+    xp = namespace(input)
+    # the target's values: checked (raises) or flagged, exactly as on the generic path
+    t, bad = index_values(
+        fn, xp, input, target, (n,), 0, c, f"class indices of an input with C = {c}"
+    )
+    if kind == "numpy":
+        x = host_array(input).reshape(n, c)
+        t_np = host_array(t, np.int64)
+        bad_np = np.empty(0, np.bool_) if bad is None else host_array(bad, np.bool_)
+        w_np = np.empty(0) if w is None else host_array(w, np.float64)
+    else:
+        from ..adapters import torch_elementwise as te
+
+        x = te.as_numpy(input).reshape(n, c)
+        t_np = np.ascontiguousarray(te.as_numpy(t), dtype=np.int64)
+        bad_np = np.empty(0, np.bool_) if bad is None else te.as_numpy(bad)
+        w_np = np.empty(0) if w is None else np.ascontiguousarray(te.as_numpy(w), np.float64)
+    dt = x.dtype.type  # margin − x_y + x_j in the scores' dtype, as PyTorch does
+    m, zero = dt(margin), dt(0)
+    scale = (1.0 / n if n else math.nan) if red == "mean" else 1.0
+    factor = scale / c
+    block = max(1, BLOCK // c)
+
+    def kernel(grad: Any) -> Any:
+        loss = np.empty(n, np.float64)
+        g = np.empty((0, 0), x.dtype) if grad is None else grad
+        want_g = grad is not None
+        launch(lambda r0, r1: k.multi_margin(x, t_np, bad_np, w_np, m, zero, p, factor, loss, g,
+                                             want_g, r0, r1), n, block)  # fmt: skip
+        return loss
+
+    if kind == "numpy":
+        grad = np.empty((n, c), x.dtype) if want else None
+        loss_raw = kernel(grad)
+        loss, _ = finish(np, loss_raw, None, c=c, reduction=red, matrix_out=matrix_out,
+                         input=input)  # fmt: skip
+        return loss, ((grad.reshape(tuple(input.shape)),) if want else ())
+
+    autograd = not want and te.needs_grad(input)
+
+    def run() -> tuple:
+        grad, grad_np = te.empty((n, c), input.dtype) if want or autograd else (None, None)
+        loss_raw = te.from_numpy(kernel(grad_np))
+        loss, _ = finish(xp, loss_raw, None, c=c, reduction=red, matrix_out=matrix_out,
+                         input=input)  # fmt: skip
+        return loss, None if grad is None else grad.reshape(tuple(input.shape)), None
+
+    if not autograd:
+        out, grad, _ = run()
+        return out, ((grad,) if want else ())
+
+    def generic(a: Any, _: Any) -> Any:  # for a second derivative; values checked already
+        with options(check_values=False):
+            return _multi_margin_loss(a, target, p, margin, weight, reduction=red, fast=False)[0]
+
+    return te.apply(run, generic, input), ()
