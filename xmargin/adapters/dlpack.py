@@ -35,3 +35,14 @@ def from_numpy_like(arr: np.ndarray, like: Any) -> Any:
 
         return torch.from_numpy(arr)
     return array_namespace(like).from_dlpack(arr)
+
+
+def on_host_arrays(hinge_numpy: Any, x: Any, t: Any, **kw: Any) -> tuple[Any, Any | None]:
+    """A NumPy kernel of the hinge contract called on CPU arrays of any framework: its array
+    arguments (``x``, ``t``, and ``weight``/``grad_scale`` when they are arrays) as zero-copy
+    NumPy views, its results back in ``x``'s namespace."""
+    for name in ("weight", "grad_scale"):
+        if kw.get(name) is not None and np.ndim(kw[name]) > 0:
+            kw[name] = to_numpy(kw[name])
+    loss, grad = hinge_numpy(to_numpy(x), to_numpy(t), **kw)
+    return from_numpy_like(loss, x), None if grad is None else from_numpy_like(grad, x)

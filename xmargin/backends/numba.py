@@ -185,21 +185,19 @@ def hinge(
     grad_scale: Any | None = None,
 ) -> tuple[Any, Any | None]:
     """The kernel contract on NumPy arrays or CPU arrays of another framework (torch), read and
-    written through zero-copy DLPack views; results come back in ``x``'s namespace."""
-    from ..adapters.dlpack import from_numpy_like, to_numpy
+    written through zero-copy views; results come back in ``x``'s namespace."""
+    from ..adapters.dlpack import on_host_arrays
 
-    loss, grad = hinge_numpy(
-        to_numpy(x),
-        to_numpy(t),
+    return on_host_arrays(
+        hinge_numpy,
+        x,
+        t,
         margin=margin,
         p=p,
-        weight=None if weight is None else to_numpy(weight),
+        weight=weight,
         want_grad=want_grad,
-        grad_scale=grad_scale
-        if grad_scale is None or np.ndim(grad_scale) == 0
-        else to_numpy(grad_scale),
+        grad_scale=grad_scale,
     )
-    return from_numpy_like(loss, x), None if grad is None else from_numpy_like(grad, x)
 
 
 def status() -> str | None:

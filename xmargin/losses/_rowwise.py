@@ -85,6 +85,37 @@ def class_weight(fn: str, xp: Any, input: Array, weight: Any, c: int, dtype: Any
     return astype(xp, weight, dtype)
 
 
+def _as_indices(
+    fn: str,
+    xp: Any,
+    input: Array,
+    target: Array,
+    low: int,
+    high: int,
+    what: str,
+    *,
+    check: bool,
+) -> tuple[Array, bool]:
+    """``target`` in ``input``'s namespace and index dtype, out-of-range values kept out of
+    range through every cast (:func:`fit_indices`); with ``check``, values read first (in
+    their own dtype) and an out-of-range one raised. Returns the indices and whether they
+    were checked (False also where values cannot be read, inside ``jax.jit``)."""
+    idx = index_dtype(xp)
+    xp_t = namespace(target)
+    if xp_t is not xp and xp_t.iinfo(target.dtype).bits > xp.iinfo(idx).bits:
+        # the conversion itself would narrow (int64 into JAX's int32 without x64): check, or
+        # keep out-of-range values out of range, in the target's own namespace first
+        checked = check and check_index_range(fn, xp_t, target, low, high, what)
+        if not checked:
+            width = xp_t.int32 if xp.iinfo(idx).bits == 32 else xp_t.int64
+            target = fit_indices(xp_t, target, low, high, width)
+        return same_namespace(fn, xp, "input", input, "target", target), checked
+    # convert first (device and namespace errors before any value is read)
+    target = same_namespace(fn, xp, "input", input, "target", target)
+    checked = check and check_index_range(fn, xp, target, low, high, what)
+    return (target if checked else fit_indices(xp, target, low, high, idx)), checked
+
+
 def index_values(
     fn: str,
     xp: Any,
@@ -94,8 +125,6 @@ def index_values(
     low: int,
     high: int,
     what: str,
-    *,
-    flag_rows: bool = True,
 ) -> tuple[Array, Array | None]:
     """``target`` (an integer array of any namespace) as indices of ``input``'s namespace and
     device, in its index dtype (int64; int32 on JAX without x64), of ``shape``; and the rows
@@ -103,32 +132,13 @@ def index_values(
 
     With value checks on, an out-of-range value raises, naming it and its position, read in
     the target's own dtype before any cast. With them off (or where values cannot be read) no
-    sync happens and nothing is read: values are only kept out of range through the cast
-    (:func:`fit_indices`). Then, with ``flag_rows``, they are replaced by ``max(low, 0)`` and
-    their rows returned, for the caller to make NaN; without it the caller's kernel must flag
-    them itself (the pairwise hinge kernels do: DESIGN.md §5), and None is returned.
+    sync happens: such values are replaced by ``max(low, 0)`` and their rows returned, for the
+    caller to make NaN.
     """
-    idx = index_dtype(xp)
-    xp_t = namespace(target)
-    if xp_t is not xp and xp_t.iinfo(target.dtype).bits > xp.iinfo(idx).bits:
-        # the conversion itself would narrow (int64 into JAX's int32 without x64): check, or
-        # keep out-of-range values out of range, in the target's own namespace first
-        checked = check_values_enabled(target) and check_index_range(
-            fn, xp_t, target, low, high, what
-        )
-        if not checked:
-            width = xp_t.int32 if xp.iinfo(idx).bits == 32 else xp_t.int64
-            target = fit_indices(xp_t, target, low, high, width)
-        target = same_namespace(fn, xp, "input", input, "target", target)
-    else:  # convert first (device and namespace errors before any value is read)
-        target = same_namespace(fn, xp, "input", input, "target", target)
-        checked = check_values_enabled(target) and check_index_range(
-            fn, xp, target, low, high, what
-        )
-        if not checked:
-            target = fit_indices(xp, target, low, high, idx)
-    t = xp.reshape(astype(xp, target, idx), shape)
-    if checked or not flag_rows:
+    check = check_values_enabled(target)
+    t, checked = _as_indices(fn, xp, input, target, low, high, what, check=check)
+    t = xp.reshape(astype(xp, t, index_dtype(xp)), shape)
+    if checked:
         return t, None
     bad = (t < low) | (t >= high)
     rows = bad if t.ndim == 1 else xp.any(bad, axis=1)
@@ -154,24 +164,15 @@ def index_values_unchecked(
     not a pass over N·K targets. The check reads the original target in its own dtype and
     raises naming the first bad value, as :func:`index_values` does.
     """
-    idx = index_dtype(xp)
-    xp_t = namespace(target)
-    original = target
     pending = check_values_enabled(target)
-    if xp_t is not xp and xp_t.iinfo(target.dtype).bits > xp.iinfo(idx).bits:
-        width = xp_t.int32 if xp.iinfo(idx).bits == 32 else xp_t.int64
-        target = same_namespace(
-            fn, xp, "input", input, "target", fit_indices(xp_t, target, low, high, width)
-        )
-    else:
-        target = fit_indices(xp, same_namespace(fn, xp, "input", input, "target", target), low,
-                             high, idx)  # fmt: skip
-    t = xp.reshape(astype(xp, target, idx), shape)
+    t, _ = _as_indices(fn, xp, input, target, low, high, what, check=False)
+    t = xp.reshape(astype(xp, t, index_dtype(xp)), shape)
     if not pending:
         return t, None
+    xp_t = namespace(target)
 
     def verify() -> None:
-        check_index_range(fn, xp_t, original, low, high, what)
+        check_index_range(fn, xp_t, target, low, high, what)
 
     return t, verify
 
