@@ -62,6 +62,13 @@ def test_wheel_carries_kernels(tmp_path):
     }
     assert expected <= set(kernel_files), sorted(expected - set(kernel_files))
     assert "xmargin/__init__.py" in names
+    assert "xmargin/py.typed" in names  # typed package (PEP 561)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "LICENSE"
+    version = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    import xmargin
+
+    meta = zipfile.ZipFile(wheel).read(version).decode()
+    assert f"\nVersion: {xmargin.__version__}\n" in meta  # one version, from __init__.py
     assert not [n for n in names if n.startswith("tests/") or n.startswith("kernels/")]
     _check_installed_wheel(wheel, tmp_path)
 

@@ -46,7 +46,7 @@ def value_and_grad(
     >>> loss, (ga, gb) = xmargin.value_and_grad(xmargin.margin_ranking_loss, argnums=(0, 1))(
     ...     a, b, t, margin=0.1)
     >>> ga.tolist(), gb.tolist()
-    ([0.0, -0.5], [-0.0, 0.5])
+    ([0.0, -0.5], [0.0, 0.5])
     """
     bound_options: dict[str, Any] = {}
     functional = fn
