@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", "--repeats", type=int, dest="rounds",
                         help="interleaved rounds per implementation (at least 3 seeds: 3)")  # fmt: skip
     parser.add_argument("--no-save", action="store_true", help="print only")
+    parser.add_argument("--model", action="store_true",
+                        help="with --device cuda: the roofline model of every GPU shape (an "
+                        "estimate; beside the measured times when a GPU is present)")  # fmt: skip
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
@@ -124,7 +127,22 @@ def main(argv: list[str] | None = None) -> int:
 
     import xmargin
 
-    from . import suite
+    from . import roofline, suite
+
+    if args.model and args.device.startswith("cuda"):
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(torch.device(args.device))
+            from .multilabel_hinge_gpu import _timer, copy_bandwidth
+
+            bw = copy_bandwidth(args.device, 1 << 30, _timer("cuda", 20))
+            rows = roofline.model_rows(suite.GRID_GPU, props.name, bw, props.multi_processor_count)
+            label = f"{props.name}, measured copy bandwidth {bw:.0f} GB/s"
+        else:
+            rows = roofline.model_rows(suite.GRID_GPU)
+            label = "H100 SXM preset (3350 GB/s, 132 SMs): no GPU here"
+        print(f"roofline model of the triton design — an ESTIMATE, not a measurement ({label})")
+        print_table(rows, roofline.COLUMNS)
+        return 0
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device: run without --device cuda for the CPU suite")

@@ -7,7 +7,10 @@ import csv
 import itertools
 import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from benchmarks import _common, data, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_read_dense_and_sparse_arff(tmp_path):
@@ -218,3 +223,20 @@ def test_markdown_report(smoke_rows, tmp_path):
     text = (tmp_path / "r.md").read_text()
     assert prov["git_commit"] in text and prov["torch_version"] in text
     assert "## Goals" in text and "| fixed cost |" in text and "numba[1 thread]" in text
+
+
+def test_roofline_model_without_a_gpu():
+    """The model runs anywhere, labels itself an estimate, and its floor is the bytes that
+    must move at the device's bandwidth (checked by hand for one shape)."""
+    from benchmarks import roofline
+
+    rows = roofline.model_rows([(64, 1_000_000, 32)])
+    fwd_bwd = next(r for r in rows if r["mode"] == "fwd+bwd")
+    must = 64 * 1_000_000 * 4 * 2 + 64 * 33 * 8 + 64 * 4  # x read, grad written, prefix, loss
+    assert fwd_bwd["must_move_mb"] == pytest.approx(must / 1e6)
+    assert fwd_bwd["floor_us"] == pytest.approx(must / 3350e3)
+    assert fwd_bwd["estimate_us"] >= fwd_bwd["floor_us"]
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--device", "cuda", "--model"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ESTIMATE" in out.stdout and "64  1000000" in out.stdout
