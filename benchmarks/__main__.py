@@ -105,6 +105,27 @@ def plot(rows: list[dict], sweep: dict, path, title: str) -> bool:
     return True
 
 
+def _add_model(rows: list[dict], device: str) -> None:
+    """The roofline model's floor and estimate beside each measured multilabel GPU row."""
+    import torch
+
+    from . import roofline
+
+    props = torch.cuda.get_device_properties(torch.device(device))
+    bw = max((r.get("copy_gbps") or 0.0 for r in rows), default=0.0) or None
+    bw = bw or roofline.DEVICES.get(props.name, roofline.DEVICES["H100 SXM"])[0]
+    for r in rows:
+        if r.get("loss") != "multilabel_margin_loss" or r.get("mode") not in ("fwd", "fwd+bwd"):
+            continue
+        n, c, t = int(r["N"]), int(r["C"]), round(float(r["T"]))
+        k = c if c <= 32768 else t
+        est = roofline.estimate(n, c, k, t, r["mode"], bandwidth_gbs=bw,
+                                sms=props.multi_processor_count,
+                                design=roofline.triton_design(n, c, k, t))  # fmt: skip
+        r["model_floor_ms"] = est["floor_us"] / 1e3
+        r["model_ms"] = est["estimate_us"] / 1e3
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -192,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                ("ms_max", "max", ".3g"), ("speedup_vs_torch", "vs torch", ".2g")]  # fmt: skip
     if gpu:
         columns.append(("gbps", "GB/s", ".0f"))
+        _add_model(rows, args.device)
+        columns += [("model_floor_ms", "floor ms", ".3g"), ("model_ms", "model ms", ".3g")]
     columns.append(("parity", "parity", ""))
     print_table(rows, columns)
     goal_lines = suite.goals_lines(suite.goals(rows))

@@ -240,3 +240,13 @@ def test_roofline_model_without_a_gpu():
                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ESTIMATE" in out.stdout and "64  1000000" in out.stdout
+
+
+def test_gpu_check_says_when_there_is_no_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: gpu_check would run the GPU suite")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 2 and "no CUDA device" in out.stdout
