@@ -111,9 +111,10 @@ def _add_model(rows: list[dict], device: str) -> None:
 
     from . import roofline
 
+    from .multilabel_hinge_gpu import _timer, copy_bandwidth
+
     props = torch.cuda.get_device_properties(torch.device(device))
-    bw = max((r.get("copy_gbps") or 0.0 for r in rows), default=0.0) or None
-    bw = bw or roofline.DEVICES.get(props.name, roofline.DEVICES["H100 SXM"])[0]
+    bw = copy_bandwidth(device, 1 << 30, _timer("cuda", 20))  # the device's own, measured
     for r in rows:
         if r.get("loss") != "multilabel_margin_loss" or r.get("mode") not in ("fwd", "fwd+bwd"):
             continue

@@ -13,19 +13,37 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_CODES = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}
+TILE = 256  # XM_TILE: positive slots per threshold tile
 
 
-def build(out_dir: Path) -> Path | None:
-    """Compile the emulator (None when there is no C++20 compiler)."""
+class EmulatorError(RuntimeError):
+    """The emulator exited with a failure (its stderr: a sanitizer's report, for instance)."""
+
+    def __init__(self, returncode: int, stderr: str):
+        super().__init__(f"emulator exited with {returncode}:\n{stderr[-6000:]}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def build(out_dir: Path, *, sanitize: str | None = None) -> Path | None:
+    """Compile the emulator (None when there is no C++20 compiler). ``sanitize="thread"``
+    builds it under ThreadSanitizer (each CUDA thread is a std::thread and __syncthreads a
+    std::barrier, so a missing barrier between two accesses of one shared or global location
+    by different threads is reported as a data race); None when the compiler cannot."""
     cxx = shutil.which("g++") or shutil.which("clang++")
     if cxx is None:
         return None
-    exe = out_dir / "xmargin_cuda_emulator"
-    subprocess.run(
-        [cxx, "-std=c++20", "-O1", "-pthread", "-I", str(ROOT / "kernels" / "cuda"),
+    exe = out_dir / ("xmargin_cuda_emulator" + (f"_{sanitize}" if sanitize else ""))
+    flags = [f"-fsanitize={sanitize}", "-g"] if sanitize else []
+    result = subprocess.run(
+        [cxx, "-std=c++20", "-O1", "-pthread", *flags, "-I", str(ROOT / "kernels" / "cuda"),
          str(ROOT / "tests" / "tools" / "cuda_emulator.cpp"), "-o", str(exe)],
-        check=True, capture_output=True, text=True,
+        capture_output=True, text=True,
     )  # fmt: skip
+    if result.returncode != 0:
+        if sanitize:
+            return None
+        raise RuntimeError(f"building the CUDA emulator failed:\n{result.stderr}")
     return exe
 
 
@@ -47,8 +65,11 @@ def _values(raw: bytes, dtype: str, count: int) -> np.ndarray:
 
 
 def run(exe, x, t, *, margin=1.0, p=1, weight=None, scale=None, want_grad=True,
-        dtype="float32", target_dtype="int64", transposed=False):  # fmt: skip
-    """(loss, grad or None, the scores as the kernel saw them) from the emulated kernel."""
+        dtype="float32", target_dtype="int64", transposed=False, acc=None, env=None):  # fmt: skip
+    """(loss, grad or None, the scores as the kernel saw them) from the emulated kernel.
+    ``acc``: hand the kernel the float32 gradient scratch; None decides as the cupy backend
+    does (half scores, a gradient, more target columns than a tile holds). ``env``: the
+    emulator's environment (e.g. TSAN_OPTIONS); EmulatorError when it fails."""
     n, c = x.shape
     k = t.shape[1]
     bits, values = to_storage(x, dtype)
@@ -56,12 +77,15 @@ def run(exe, x, t, *, margin=1.0, p=1, weight=None, scale=None, want_grad=True,
         buf, sxn, sxc = np.ascontiguousarray(bits.T), 1, n
     else:
         buf, sxn, sxc = np.ascontiguousarray(bits), c, 1
+    if acc is None:
+        acc = want_grad and dtype in ("float16", "bfloat16") and k > TILE
+    has_acc = int(bool(acc) and want_grad)
     acc = np.float64 if dtype == "float64" else np.float32
     tb = np.ascontiguousarray(t.astype(target_dtype))
     header = struct.pack(
-        "<18qd", SCORE_CODES[dtype], int(target_dtype == "int64"), n, c, k, sxn, sxc, k, 1, c, 1,
+        "<19qd", SCORE_CODES[dtype], int(target_dtype == "int64"), n, c, k, sxn, sxc, k, 1, c, 1,
         buf.size, tb.size, n * c if want_grad else 0, p, int(want_grad), int(weight is not None),
-        int(scale is not None), float(margin),
+        int(scale is not None), has_acc, float(margin),
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as d:
         fin, fout = os.path.join(d, "in"), os.path.join(d, "out")
@@ -73,7 +97,9 @@ def run(exe, x, t, *, margin=1.0, p=1, weight=None, scale=None, want_grad=True,
                 f.write(np.asarray(scale, acc).tobytes())
             if want_grad:  # garbage the kernel must overwrite
                 f.write(b"\x3c" * (n * c * buf.itemsize))
-        subprocess.run([str(exe), fin, fout], check=True, capture_output=True, timeout=600)
+        done = subprocess.run([str(exe), fin, fout], capture_output=True, timeout=600, env=env)
+        if done.returncode != 0:
+            raise EmulatorError(done.returncode, done.stderr.decode(errors="replace"))
         raw = Path(fout).read_bytes()
     nb = np.dtype(acc).itemsize * n
     loss = np.frombuffer(raw[:nb], acc).astype(np.float64)

@@ -1,11 +1,32 @@
 """The triton backend against the reference: on the CPU through Triton's interpreter
 (TRITON_INTERPRET=1, set here when no CUDA device is present; that is how CI runs it) and, with
 the ``gpu`` mark, on a CUDA device. Also: autograd through the torch.library op, opcheck,
-torch.compile(fullgraph=True) with -1 targets, determinism, dispatch errors."""
+torch.compile(fullgraph=True) with -1 targets, determinism, dispatch errors.
+
+What the interpreter cannot see is checked on compiled artifacts. The launcher's own
+specialisations (tests/tools/compile_triton.py: real shapes, every score dtype, both target
+dtypes, p, weight, loss-only / gradient / scaled gradient, specialised by Triton's launch-time
+binder) are compiled for sm_80 and sm_90, and every variant must keep to these budgets:
+
+* margin: a ``.param .f64`` kernel parameter, read with 64-bit loads (an fp32 margin flips
+  float64 ties, and the interpreter, which passes the Python float, cannot show it);
+* spills 0, stack frame 0 bytes, local memory 0 bytes: the launcher sets ``maxnreg`` (two
+  programs per SM) so that ptxas fits the kernel in registers instead of spilling to reach an
+  occupancy target of its own, and a stack frame here could only hold spills;
+* registers ≤ 128 for 8-warp variants (BLOCK_C = 1024: the ``maxnreg`` that keeps two programs
+  of 256 threads on an SM), ≤ 128 for 4-warp float32-path variants (C ≤ 512) and ≤ 192 for
+  float64 variants (4 warps; measured ≤ 176): a change that raises register pressure by more
+  than that shows up here before it shows up as spills or lost occupancy on a GPU;
+* shared memory (static + what Triton requests at launch) ≤ 8 KiB per program (measured
+  ≤ 5 KiB: the scratch of sorts, scans and layout conversions), so that shared memory never
+  limits occupancy before registers do (an A100 SM has 164 KiB, an H100 SM 228 KiB).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,13 +247,20 @@ def test_launch_heuristics():
         "BLOCK_T": 256,
         "BLOCK_C": 1024,
         "num_warps": 8,
+        "maxnreg": 128,
     }
     assert tb.launch_config(4096, 4096, 4, False) == {
         "BLOCK_T": 16,
         "BLOCK_C": 1024,
         "num_warps": 8,
+        "maxnreg": 128,
     }
-    assert tb.launch_config(8, 100, 64, True) == {"BLOCK_T": 64, "BLOCK_C": 128, "num_warps": 4}
+    assert tb.launch_config(8, 100, 64, True) == {
+        "BLOCK_T": 64,
+        "BLOCK_C": 128,
+        "num_warps": 4,
+        "maxnreg": 255,
+    }
     assert tb.launch_config(8, 100, 1000, True)["BLOCK_T"] == 64
     assert tb.launch_config(1, 10**6, 32, True)["BLOCK_C"] == 512
 
@@ -290,16 +318,38 @@ def test_autograd_recomputes_in_backward(device, monkeypatch):
     assert_close(x.grad.cpu(), x2.grad.cpu(), rtol=1e-12, atol=1e-12, what="recomputed grad")
 
 
+TOOLS = Path(__file__).parent / "tools"
+
+
+def _compile_tool():
+    """tests/tools/compile_triton.py as a module (its specialisation needs no compiler)."""
+    import importlib.util
+
+    name = "xmargin_tests_compile_triton"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, TOOLS / "compile_triton.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+# budgets of the compiled variants (see the module docstring)
+REG_BUDGET = {("f32", 8): 128, ("f32", 4): 128, ("f64", 4): 192}
+SMEM_BUDGET = 8 * 1024
+
+
 @pytest.mark.slow
 def test_kernel_compiles_for_sm80_and_sm90():
-    """Ahead-of-time compilation for Ampere and Hopper (no GPU needed): every variant builds,
-    without register spills."""
+    """Ahead-of-time compilation for Ampere and Hopper (no GPU needed) of exactly the
+    specialisations the launcher produces (tests/tools/compile_triton.py); every variant keeps
+    to the budgets of the module docstring."""
+    import json
     import subprocess
-    import sys
-    from pathlib import Path
 
-    tool = Path(__file__).parent / "tools" / "compile_triton.py"
+    tool = TOOLS / "compile_triton.py"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, without its warning
     result = subprocess.run(
         [sys.executable, str(tool), "80", "90"],
         capture_output=True,
@@ -308,11 +358,44 @@ def test_kernel_compiles_for_sm80_and_sm90():
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("sm_")]
-    assert len(lines) == 10 and all(": ok" in ln for ln in lines), result.stdout
-    for ln in lines:
-        if "LOCAL:" in ln:
-            assert "LOCAL:0 " in ln and "STACK:0 " in ln, f"register spills: {ln}"
+    rows = [json.loads(ln) for ln in result.stdout.splitlines() if ln.startswith("{")]
+    assert len(rows) == 2 * len(_compile_tool().cases())
+    assert {r["arch"] for r in rows} == {80, 90}
+    assert {r["scores"] for r in rows} == {"float16", "bfloat16", "float32", "float64"}
+    for r in rows:
+        what = (
+            f"sm_{r['arch']} {r['scores']} {r['targets']} {tuple(r['shape'])} p={r['p']} "
+            f"weight={r['weight']} {r['mode']} (BLOCK_T={r['BLOCK_T']} BLOCK_C={r['BLOCK_C']} "
+            f"warps={r['num_warps']})"
+        )
+        # the launcher's block sizes, specialised as Triton does at launch (strides of 1)
+        cfg = tb.launch_config(*r["shape"], r["scores"] == "float64")
+        assert (r["BLOCK_T"], r["BLOCK_C"], r["num_warps"]) == (
+            cfg["BLOCK_T"], cfg["BLOCK_C"], cfg["num_warps"]
+        ), what  # fmt: skip
+        assert {"stride_xc", "stride_tk", "stride_gc"} <= set(r["specialised"]), what
+        assert r["margin_param"] == "f64", f"{what}: margin is .{r['margin_param']}"
+        assert r["margin_loads"] and all(t.endswith("64") for t in r["margin_loads"]), what
+        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, f"{what}: spills {r}"
+        assert r["stack_frame"] == 0 and r["stack"] == 0 and r["local"] == 0, f"{what}: {r}"
+        cls = ("f64" if r["scores"] == "float64" else "f32", r["num_warps"])
+        assert r["reg"] <= REG_BUDGET[cls], f"{what}: {r['reg']} registers > {REG_BUDGET[cls]}"
+        smem = r["shared"] + r["dyn_shared"]
+        assert smem <= SMEM_BUDGET, f"{what}: {smem} bytes of shared memory"
+
+
+def test_margin_is_specialised_as_float64():
+    """Triton types a Python float argument as fp32: the margin parameter is annotated
+    tl.float64, so that the launch-time binder (the one JITFunction.run uses, here on the
+    launcher's real arguments for an sm_90 target, no GPU needed) gives it fp64 for every
+    score dtype. The compiled PTX is checked by test_kernel_compiles_for_sm80_and_sm90."""
+    compile_triton = _compile_tool()
+    for score in ("float64", "float32", "float16"):
+        case = {"shape": [8, 100, 5], "scores": score, "targets": "int64", "p": 1,
+                "weight": False, "mode": "grad", "want_grad": True, "scale": False}  # fmt: skip
+        spec = compile_triton.specialise(case, 90)
+        assert spec["signature"]["margin"] == "fp64", (score, spec["signature"])
+        assert spec["options"].maxnreg == tb.launch_config(8, 100, 5, score == "float64")["maxnreg"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,3 +562,341 @@ def test_infinite_scores_follow_the_definition(device, dtype, p, weighted, block
     for i, name in enumerate(names):
         assert_close(loss[i], ref_loss[i], rtol=1e-6, atol=1e-6, what=f"{name}: loss")
         assert_close(grad[i], ref_grad[i], rtol=1e-6, atol=1e-6, what=f"{name}: grad")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12: +inf positives in float64, the float64 margin, half gradients, devices, barriers
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("blocks", ["default", "small"])
+def test_float64_positive_at_plus_inf(device, blocks, request):
+    """A positive scoring +inf violates nothing: x = [0, .5, inf, .2], t = [2, -1, ...] has
+    loss 0 and a zero gradient in float64 (the ranking's padding slots once took class 0's
+    place after a +inf threshold and made class 0 a positive). Also with the +inf positive
+    duplicated over several tiles (BLOCK_T = 4, the last tile part padding) and beside finite
+    positives."""
+    if blocks == "small":
+        request.getfixturevalue("small_blocks")
+    x = np.array([[0.0, 0.5, np.inf, 0.2]] * 3)
+    t = np.array(
+        [
+            [2, -1, -1, -1, -1, -1, -1],
+            [2, 2, 2, 2, 2, 2, -1],  # six slots of the +inf positive: tiles of 4 and 2
+            [1, 3, 2, 1, 3, 2, 2],  # finite positives beside it, duplicated across tiles
+        ]
+    )
+    for p in (1, 2):
+        loss, grad = _triton_np(x, t, device=device, p=p)
+        ref_loss, ref_grad = oracle_dense(x, t, p=p)
+        assert loss[0] == 0.0 and loss[1] == 0.0 and (grad[:2] == 0.0).all(), (loss, grad)
+        assert_close(loss, ref_loss, rtol=1e-15, atol=0, what=f"+inf positive loss p={p}")
+        assert_close(grad, ref_grad, rtol=1e-15, atol=0, what=f"+inf positive grad p={p}")
+
+
+def oracle_dense(x, t, **kw):
+    import oracle
+
+    return oracle.multilabel_margin_dense(x, t, **kw)
+
+
+# (scores, targets, margin) at an exact tie of the float64 definition: margin − x_k + x_j ≤ 0
+# in float64, > 0 with the margin rounded to float32 (0.1 → 0.10000000149)
+MARGIN_TIES = {
+    "float64": ([[0.1, 0.0, -1.0]], [[0, -1, -1]], 0.1),
+    # float32 scores: x_k − x_j = fp32(0.1) − 1e-9 lies strictly between 0.1 and fp32(0.1)
+    "float32": ([[-1e-9, -0.1, -1.0]], [[0, -1, -1]], 0.1),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_margin_ties_follow_the_float64_definition(device, dtype):
+    """The comparison x_j > x_k − margin uses the margin in float64 (as the oracle does): at a
+    tie the pair does not count, loss and gradient exactly 0. With an fp32 margin (a Python
+    float argument, as Triton specialises it) the float64 case gave loss 1.5e-9 and gradient
+    [-1, 1, 0]; the interpreter passes the Python float, so the compiled kernel's parameter
+    type is checked by test_margin_is_specialised_as_float64 and the AOT test."""
+    x, t, margin = MARGIN_TIES[dtype]
+    x = np.array(x, dtype=dtype)
+    ref_loss, ref_grad = oracle_dense(x.astype(np.float64), np.array(t), margin=margin)
+    assert ref_loss[0] == 0.0 and (ref_grad == 0.0).all()
+    for p in (1, 2):
+        loss, grad = _triton_np(x, np.array(t), device=device, p=p, margin=margin)
+        assert loss[0] == 0.0 and (grad == 0.0).all(), (dtype, p, loss, grad)
+
+
+def _round_half(values, dtype):
+    """float64 values rounded once (to nearest even) to a half dtype, back as float64."""
+    return torch.tensor(values, dtype=torch.float64).to(getattr(torch, dtype)).double().numpy()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_half_gradient_is_rounded_once(device, dtype, p, scaled, small_blocks):
+    """Rows with several threshold tiles (K = 20, BLOCK_T = 4) sum the tiles' gradient
+    contributions in float32 and round once to the half dtype: the gradient equals the float64
+    oracle rounded once. The inputs make every float32 partial sum exact (scores in quarters,
+    weights in 64ths, scales powers of two), so any difference is a second rounding: adding
+    each tile to a gradient stored in the half dtype missed this in most rows."""
+    rng = np.random.default_rng(31 + p)
+    n, c, k = 4, 37, 20
+    x = rng.integers(-12, 13, size=(n, c)) / 4
+    t = np.stack([rng.permutation(c)[:k] for _ in range(n)])
+    t[1, 7] = -1  # two tiles, the second part padding
+    t[2, 5] = t[2, 4]  # a duplicate
+    t[3, 2] = -1  # one tile: written directly
+    weight = rng.integers(32, 128, size=c) / 64
+    scale = torch.tensor([0.25, 2.0, 0.5, 1.0], device=device) if scaled else None
+    loss, grad = tb.hinge(
+        _half_tensor(x, dtype, device),
+        torch.tensor(t, device=device),
+        margin=1.0,
+        p=p,
+        weight=torch.tensor(weight, device=device),
+        want_grad=True,
+        grad_scale=scale,
+    )
+    loss, grad = loss.double().cpu().numpy(), grad.double().cpu().numpy()
+    ref_loss, ref_grad = oracle_dense(x, t, p=p, weight=weight)
+    if scaled:
+        ref_grad = ref_grad * scale.cpu().numpy()[:, None]
+    assert_close(loss, ref_loss, rtol=1e-6, atol=1e-6, what="loss")
+    expected = _round_half(ref_grad, dtype)
+    assert np.array_equal(grad, expected), (
+        f"{dtype} p={p}: {(grad != expected).sum()} of {grad.size} gradient values differ "
+        f"from the once-rounded oracle, e.g. {grad[grad != expected][:4]} vs "
+        f"{expected[grad != expected][:4]}"
+    )
+
+
+def _half_tensor(x, dtype, device):
+    return torch.tensor(x, dtype=torch.float64).to(getattr(torch, dtype)).to(device)
+
+
+C_BEYOND_HALF = 66000  # more classes than float16's largest finite value (65504)
+
+
+def _wide_half_problem():
+    """Two rows over C = 66000 classes, every negative violating both positives."""
+    c = C_BEYOND_HALF
+    x = np.zeros((2, c))
+    x[0, 1], x[1, 0] = -2.0, 0.5
+    t = np.array([[0, 1, -1], [0, -1, 0]])
+    return x, t
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_half_gradient_scale_is_applied_before_rounding(device):
+    """Raw float16 gradients (a direct backend call, no scale) are what the dtype can hold: a
+    positive with more than 65504 negatives above it gets -inf, as documented. The scale (the
+    loss layer's 1/C or 1/(N·C), or autograd's grad_output) is applied in float32 before the
+    gradient is rounded to float16, so the scaled gradient is finite and exact to one
+    rounding."""
+    x, t = _wide_half_problem()
+    xt, tt = _half_tensor(x, "float16", device), torch.tensor(t, device=device)
+    _, ref_grad = oracle_dense(x, t)
+    _, raw = tb.hinge(xt, tt, margin=1.0, p=1, weight=None, want_grad=True)
+    raw = raw.double().cpu().numpy()
+    assert np.isneginf(raw[0, :2]).all() and np.isneginf(raw[1, 0])  # -65998 and -65999
+    assert np.isfinite(np.delete(raw, [0, 1], axis=1)).all()
+    for scale in (1.0 / C_BEYOND_HALF, torch.full((2,), 0.5 / C_BEYOND_HALF, device=device)):
+        _, g = tb.hinge(xt, tt, margin=1.0, p=1, weight=None, want_grad=True, grad_scale=scale)
+        factor = scale if isinstance(scale, float) else 0.5 / C_BEYOND_HALF
+        g = g.double().cpu().numpy()
+        assert np.isfinite(g).all()
+        assert_close(g, ref_grad * factor, rtol=2**-11, atol=0, what="scaled float16 gradient")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_half_gradient_through_the_loss_layer(device, reduction):
+    """value_and_grad and autograd fold the reduction's 1/C or 1/(N·C) into the kernel's
+    scale: float16 gradients stay finite with C > 65504 (value_and_grad handed the triton
+    backend a Python float, which its launcher could not take)."""
+    x, t = _wide_half_problem()
+    n, c = x.shape
+    ref_loss, ref_grad = oracle_dense(x, t)
+    factor = 1.0 / (n * c) if reduction == "mean" else 1.0 / c
+    xt, tt = _half_tensor(x, "float16", device), torch.tensor(t, device=device)
+    vg = xmargin.value_and_grad(xmargin.multilabel_margin_loss)
+    loss, (g,) = vg(xt, tt, reduction=reduction, backend="triton")
+    leaf = xt.clone().requires_grad_()
+    xmargin.multilabel_margin_loss(leaf, tt, reduction=reduction, backend="triton").backward()
+    for what, grad in (("value_and_grad", g), ("autograd", leaf.grad)):
+        assert grad.dtype == torch.float16
+        grad = grad.double().cpu().numpy()
+        assert np.isfinite(grad).all(), what
+        assert_close(grad, ref_grad * factor, rtol=2**-10, atol=0, what=f"{what} gradient")
+    assert_close(float(loss), ref_loss.sum() * factor, rtol=1e-3, atol=0, what="loss")
+
+
+def test_device_guard_makes_the_scores_device_current(monkeypatch):
+    """Triton launches on the current device (and its current stream): the launcher makes the
+    scores' device current, so that a tensor on cuda:1 runs on cuda:1 (recorded here with a
+    stand-in for torch.cuda.device; the two-device run is test_gpu_second_device)."""
+    made = []
+
+    class Recorder:
+        def __init__(self, device):
+            made.append(device)
+
+    monkeypatch.setattr(torch.cuda, "device", Recorder)
+    guard = tb._device_guard(torch.device("cuda", 1))
+    assert isinstance(guard, Recorder) and made == [torch.device("cuda", 1)]
+    with tb._device_guard(torch.device("cpu")):  # the interpreter: nothing to switch
+        pass
+    assert made == [torch.device("cuda", 1)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_launch_happens_inside_the_device_guard(device, monkeypatch):
+    """The kernel is launched while the scores' device is current (and only then)."""
+    events = []
+
+    class Guard:
+        def __init__(self, dev):
+            self.dev = dev
+
+        def __enter__(self):
+            events.append(("enter", self.dev))
+
+        def __exit__(self, *exc):
+            events.append(("exit", self.dev))
+
+    real = tb._kernels().multilabel_hinge_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                events.append(("launch", None))
+                return real[grid](*args, **kwargs)
+
+            return launch
+
+    monkeypatch.setattr(tb, "_device_guard", Guard)
+    monkeypatch.setattr(tb, "_kernels", lambda: type("K", (), {"multilabel_hinge_kernel": Spy()}))
+    x = torch.randn(3, 7, dtype=torch.float64, device=device)
+    t = torch.tensor([[0, 4, -1], [6, 6, 1], [-1, 0, 0]], device=device)
+    loss, _ = tb.hinge(x, t, margin=1.0, p=1, weight=None, want_grad=False)
+    assert events == [("enter", x.device), ("launch", None), ("exit", x.device)]
+    ref, _ = reference.hinge_numpy(x.cpu().numpy(), t.cpu().numpy(), margin=1.0, p=1,
+                                   weight=None, want_grad=False)  # fmt: skip
+    assert_close(loss.cpu(), ref, rtol=1e-12, atol=1e-12, what="guarded launch")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_gpu_second_device():
+    """Tensors on cuda:1 while cuda:0 is current: the kernel runs on cuda:1 (a launch on the
+    current device would read another device's memory), the current device is unchanged."""
+    rng = np.random.default_rng(12)
+    torch.cuda.set_device(0)
+    x = torch.tensor(rng.normal(size=(5, 300)), device="cuda:1")
+    t = torch.tensor(rng.integers(-1, 300, size=(5, 40)), device="cuda:1")
+    loss, grad = tb.hinge(x, t, margin=1.0, p=2, weight=None, want_grad=True)
+    torch.cuda.synchronize(1)
+    assert torch.cuda.current_device() == 0 and loss.device == x.device == grad.device
+    ref_loss, ref_grad = reference.hinge_numpy(
+        x.cpu().numpy(), t.cpu().numpy(), margin=1.0, p=2, weight=None, want_grad=True
+    )
+    assert_close(loss.cpu(), ref_loss, rtol=1e-12, atol=1e-12, what="cuda:1 loss")
+    assert_close(grad.cpu(), ref_grad, rtol=1e-12, atol=1e-12, what="cuda:1 grad")
+
+
+class _ScratchHazards:
+    """Records the memory operations of interpreted programs and reports, per program, two
+    accesses of one address by different operations, at least one of them a write (atomics
+    among themselves excepted), with no tl.debug_barrier between them: on a GPU the lanes of
+    two such operations belong to different threads, and nothing orders them. Two operations
+    on the same pointer tensor (a read-modify-write of the same lanes) are one thread's."""
+
+    def __init__(self):
+        self.program = None
+        self.epoch = 0
+        self.seen = {}  # address -> [(epoch, op, kind, line)]
+        self.hazards = []
+
+    @staticmethod
+    def _line():
+        frame = sys._getframe(2)
+        while frame is not None and not frame.f_code.co_filename.endswith("multilabel_hinge.py"):
+            frame = frame.f_back
+        return None if frame is None else frame.f_lineno
+
+    def access(self, builder, ptrs, mask, kind):
+        if builder.grid_idx != self.program:
+            self.program, self.epoch, self.seen = builder.grid_idx, 0, {}
+        data = np.asarray(ptrs.data)
+        live = np.broadcast_to(np.asarray(mask.data, dtype=bool), data.shape)
+        op = (data.shape, data.tobytes())
+        line = self._line()
+        for addr in np.unique(data[live]).tolist():
+            entries = self.seen.setdefault(addr, [])
+            for epoch, other, other_kind, other_line in entries:
+                if epoch != self.epoch or other == op or "w" not in (kind + other_kind):
+                    continue
+                if kind == other_kind == "aw":
+                    continue
+                if len(self.hazards) < 8:
+                    self.hazards.append((self.program, other_kind, other_line, kind, line))
+            entries.append((self.epoch, op, kind, line))
+
+    def barrier(self):
+        self.epoch += 1
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="records the interpreter's memory operations")
+@pytest.mark.parametrize(
+    ("dtype", "p", "want_grad"),
+    [
+        ("float32", 1, False),
+        ("float32", 2, True),
+        ("float64", 2, False),
+        ("float64", 1, True),
+        ("float16", 2, True),  # the float32 gradient scratch of several tiles
+    ],
+)
+def test_scratch_reuse_is_separated_by_barriers(dtype, p, want_grad, small_blocks, monkeypatch):
+    """Every tile reuses the row's scratch (sorted thresholds, classes, prefix sums, bitmap,
+    gradient accumulator): between an access of one tile and a conflicting access of the
+    next, in every path (also loss-only), there is a tl.debug_barrier. The interpreter runs a
+    program's lanes in lock step and cannot race, so the order is checked instead: loss-only
+    rows had no barrier between one tile's binary searches and the next tile's writes."""
+    from triton.runtime import interpreter as ti
+
+    rec = _ScratchHazards()
+    real_load, real_store = (
+        ti.InterpreterBuilder.create_masked_load,
+        ti.InterpreterBuilder.create_masked_store,
+    )
+    real_rmw = ti.InterpreterBuilder.create_atomic_rmw
+
+    def load(self, ptrs, mask, *args, **kwargs):
+        rec.access(self, ptrs, mask, "r")
+        return real_load(self, ptrs, mask, *args, **kwargs)
+
+    def store(self, ptrs, value, mask, *args, **kwargs):
+        rec.access(self, ptrs, mask, "w")
+        return real_store(self, ptrs, value, mask, *args, **kwargs)
+
+    def rmw(self, op, ptr, val, mask, *args, **kwargs):
+        rec.access(self, ptr, mask, "aw")
+        return real_rmw(self, op, ptr, val, mask, *args, **kwargs)
+
+    monkeypatch.setattr(ti.InterpreterBuilder, "create_masked_load", load)
+    monkeypatch.setattr(ti.InterpreterBuilder, "create_masked_store", store)
+    monkeypatch.setattr(ti.InterpreterBuilder, "create_atomic_rmw", rmw)
+    monkeypatch.setattr(ti.InterpreterBuilder, "create_barrier", lambda self: rec.barrier())
+    rng = np.random.default_rng(3)
+    x = rng.integers(-8, 9, size=(2, 37)) / 4
+    t = rng.integers(0, 37, size=(2, 13))  # four tiles of BLOCK_T = 4
+    t[1, 6] = -1
+    _triton_np(x.astype(dtype), t, device="cpu", p=p, want_grad=want_grad,
+               weight=rng.uniform(0.5, 2.0, 37), scale=[0.5, 2.0] if want_grad else None)  # fmt: skip
+    assert rec.epoch > 0 and not rec.hazards, (
+        "unordered conflicting accesses (program, first kind, line, second kind, line): "
+        f"{rec.hazards}"
+    )

@@ -150,6 +150,7 @@ __device__ void multilabel_hinge_impl(
     S* __restrict__ grad, long long sgn, long long sgc,     // (N, C) or null
     int* __restrict__ bits, long long words,                // (N, words) scratch bitmap
     const A* __restrict__ scale,                            // (N,) or null: gradient factors
+    A* __restrict__ gacc,  // (N, C) contiguous float32 scratch or null (half gradients, K > tile)
     long long C, long long K, double margin, int p, int want_grad) {
   __shared__ A s_cmp[XM_TILE];      // sorted thresholds for comparisons
   __shared__ A s_thr[XM_TILE];      // their classes' scores, then thr' (for sums)
@@ -198,6 +199,10 @@ __device__ void multilabel_hinge_impl(
     return;
   }
   const long long n_pos = s_first_neg;
+  // A half gradient of a row with several tiles is summed over the tiles in float32 (gacc) and
+  // rounded once at the end; otherwise the tiles add to the gradient in place (exact in float32
+  // and float64, and a row with one tile writes each element once).
+  A* const acc_row = (gacc && n_pos > XM_TILE) ? gacc + row * C : nullptr;
 
   // -- 1. bitmap of the positive classes ----------------------------------------------------
   for (long long w0 = tid; w0 < words; w0 += XM_THREADS) b_row[w0] = 0;
@@ -261,7 +266,9 @@ __device__ void multilabel_hinge_impl(
       piv = (piv - piv == A(0)) ? piv : A(0);
       if (tid == 0) s_piv = piv;
       const A w_s = s_w[tid];
-      const A thr_s = (s_thr[tid] - piv) - (A)margin;  // thr' (padding slots: finite, W = 0)
+      // thr', formed in double with the double margin and rounded once (padding slots: finite,
+      // W = 0); the comparisons above use the double margin as well, as the oracle does
+      const A thr_s = (A)(((double)s_thr[tid] - (double)piv) - margin);
       __syncthreads();  // every thread has read the pivot before its slot is overwritten
       s_thr[tid] = thr_s;
       s_pre[0][tid + 1] = w_s;
@@ -313,10 +320,16 @@ __device__ void multilabel_hinge_impl(
       }
       if (want_grad) {
         if (in_row) {
+          // the scale is applied in A (float32 for half scores), before any rounding to S
           A g = hit ? ((p == 1) ? a0 : A(2) * lin) * g_scale : A(0);
-          S* gp = grad + row * sgn + j * sgc;
-          if (s0 > 0) g += (A)xm_to_float(*gp);  // later tiles add to earlier ones
-          *gp = xm_from<S>(g);
+          if (acc_row) {
+            if (s0 > 0) g += acc_row[j];  // later tiles add to earlier ones, in A
+            acc_row[j] = g;
+          } else {
+            S* gp = grad + row * sgn + j * sgc;
+            if (s0 > 0) g += (A)xm_to_float(*gp);  // later tiles add to earlier ones
+            *gp = xm_from<S>(g);
+          }
         }
         if (hit) atomicAdd(&s_hist[cnt - 1], 1);  // integer atomics: order-free
         if (p == 2) {
@@ -371,8 +384,12 @@ __device__ void multilabel_hinge_impl(
         if (first && c < C) {
           int m = 1;
           while (tid + m < n_t && s_cls[tid + m] == c) ++m;
-          S* gp = grad + row * sgn + (long long)c * sgc;
-          *gp = xm_from<S>((A)xm_to_float(*gp) + (A)m * g_pos * g_scale);
+          if (acc_row) {
+            acc_row[c] += (A)m * g_pos * g_scale;
+          } else {
+            S* gp = grad + row * sgn + (long long)c * sgc;
+            *gp = xm_from<S>((A)xm_to_float(*gp) + (A)m * g_pos * g_scale);
+          }
         }
       }
       __syncthreads();
@@ -388,6 +405,10 @@ __device__ void multilabel_hinge_impl(
   if (want_grad && (n_pos == 0 || nan_row)) {
     const A fill = nan_row ? xm_nan(A(0)) : A(0);
     for (long long j = tid; j < C; j += XM_THREADS) grad[row * sgn + j * sgc] = xm_from<S>(fill);
+  } else if (want_grad && acc_row) {  // the tiles' float32 sums, rounded once to S
+    for (long long j = tid; j < C; j += XM_THREADS) {
+      grad[row * sgn + j * sgc] = xm_from<S>(acc_row[j]);
+    }
   }
 }
 
@@ -396,10 +417,10 @@ __device__ void multilabel_hinge_impl(
   extern "C" __global__ void __launch_bounds__(XM_THREADS) NAME(                               \
       const S* x, long long sxn, long long sxc, const I* t, long long stn, long long stk,      \
       const A* weight, A* loss, S* grad, long long sgn, long long sgc, int* bits,              \
-      long long words, const A* scale, long long C, long long K, double margin, int p,         \
-      int want_grad) {                                                                       \
+      long long words, const A* scale, A* gacc, long long C, long long K, double margin,       \
+      int p, int want_grad) {                                                                \
     multilabel_hinge_impl<S, I, A>(x, sxn, sxc, t, stn, stk, weight, loss, grad, sgn, sgc,    \
-                                   bits, words, scale, C, K, margin, p, want_grad);           \
+                                   bits, words, scale, gacc, C, K, margin, p, want_grad);     \
   }
 
 XM_ENTRY(xm_multilabel_hinge_f16_i32, xm_half, int, float)

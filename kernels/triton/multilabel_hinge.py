@@ -119,18 +119,23 @@ def multilabel_hinge_kernel(
     cls_ptr,  # (N, BLOCK_T) int32 scratch: a tile's classes in sorted order (float64 path)
     pre_ptr,  # (N, 3, BLOCK_T + 1) F scratch: prefix sums of W, W·thr', W·thr'² over a tile
     scale_ptr,  # (N,) F: factor of each gradient row (read only when HAS_SCALE)
+    acc_ptr,  # (N, C) F scratch, contiguous: the gradient of rows with several tiles (ACC_GRAD)
     C,  # number of classes
     K,  # number of target columns
-    margin,  # hinge margin (float)
+    # the hinge margin, a float64 parameter (a Python float argument would be specialised as
+    # fp32: margin 0.1 became 0.100000001, and float64 ties flipped)
+    margin: tl.float64,
     P: tl.constexpr,  # 1: hinge, 2: squared hinge
     HAS_WEIGHT: tl.constexpr,  # per-class weights of positives
     WANT_GRAD: tl.constexpr,  # also write d loss / d x
     HAS_SCALE: tl.constexpr,  # multiply gradient row n by scale[n] (autograd's grad_output)
+    ACC_GRAD: tl.constexpr,  # half gradients: rows with several tiles accumulate in acc_ptr
     F: tl.constexpr,  # compare/accumulate dtype: tl.float64 for float64 scores, else tl.float32
     BLOCK_C: tl.constexpr,  # classes per chunk
     BLOCK_T: tl.constexpr,  # positive slots per tile (a power of two)
 ):
     IS_F64: tl.constexpr = tl.float64 == F
+    RANK_CHUNK: tl.constexpr = 16 if BLOCK_T > 16 else BLOCK_T
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_xn
     t_row = t_ptr + row * stride_tn
@@ -139,12 +144,16 @@ def multilabel_hinge_kernel(
     ts_row = ts_ptr + row * BLOCK_T
     cls_row = cls_ptr + row * BLOCK_T
     pre_row = pre_ptr + row * (3 * (BLOCK_T + 1))
+    a_row = acc_ptr + row * C
     slot = tl.arange(0, BLOCK_T)
     lane = tl.arange(0, BLOCK_C)
     if HAS_SCALE:
         g_scale = tl.load(scale_ptr + row).to(F)
     else:
         g_scale = 1.0
+    # the margin in float64 (also under the interpreter, which passes the Python float), and
+    # in F for the sums
+    margin64 = tl.full([], margin, tl.float64)
 
     # -- T (the index of the first negative target, K when there is none) and the target check
     # A row holding any value outside [-1, C), also after the terminator, is invalid: NaN loss
@@ -170,6 +179,10 @@ def multilabel_hinge_kernel(
         k0 += BLOCK_T
     bad_row = tl.max(bad, 0) > 0
     n_pos = tl.where(bad_row, 0, n_pos)  # no tiles for an invalid row: it is filled below
+    # a half gradient of a row with several tiles is summed over the tiles in float32 (acc_ptr)
+    # and rounded once at the end; rows with one tile write the gradient directly
+    use_acc = n_pos > BLOCK_T
+    direct = n_pos <= BLOCK_T
 
     # -- 1. bitmap of the positive classes ----------------------------------------------------
     for w0 in range(0, words, BLOCK_C):
@@ -198,21 +211,30 @@ def multilabel_hinge_kernel(
         c = tl.where(ok, c, 0x7FFFFFFF)
         x_c = tl.load(x_row + c.to(tl.int64) * stride_xc, mask=ok, other=0.0)
         if IS_F64:
-            thr_cmp = tl.where(ok, x_c.to(tl.float64) - margin, float("inf"))
-            # rank by (threshold, class, slot): O(BLOCK_T²) compares, float64 only
+            thr_cmp = tl.where(ok, x_c.to(tl.float64) - margin64, float("inf"))
+            # rank by (threshold, class, slot): O(BLOCK_T²) compares, float64 only, against
+            # RANK_CHUNK slots at a time read back from scratch (a BLOCK_T² block of float64
+            # compares held at once took every register there is)
+            tl.store(ts_row + slot, thr_cmp)
+            tl.store(cls_row + slot, c)
+            tl.debug_barrier()
             a = thr_cmp[:, None]
-            b = thr_cmp[None, :]
             ca = c[:, None]
-            cb = c[None, :]
-            before = (b < a) | (
-                (b == a) & ((cb < ca) | ((cb == ca) & (slot[None, :] < slot[:, None])))
-            )
-            rank = tl.sum(before.to(tl.int32), 1)
+            rank = tl.zeros([BLOCK_T], tl.int32)
+            for j0 in range(0, BLOCK_T, RANK_CHUNK):
+                other = j0 + tl.arange(0, RANK_CHUNK)
+                b = tl.load(ts_row + other)[None, :]
+                cb = tl.load(cls_row + other)[None, :]
+                before = (b < a) | (
+                    (b == a) & ((cb < ca) | ((cb == ca) & (other[None, :] < slot[:, None])))
+                )
+                rank += tl.sum(before.to(tl.int32), 1)
+            tl.debug_barrier()  # every read of the unsorted slots before the scatter
             tl.store(cls_row + rank, c)
             tl.debug_barrier()
             c_s = tl.load(cls_row + slot)
         else:
-            thr_cmp = _round_down_f32(x_c.to(tl.float64) - margin)
+            thr_cmp = _round_down_f32(x_c.to(tl.float64) - margin64)
             key = (_sortable(thr_cmp).to(tl.int64) << 32) | c.to(tl.int64)
             key = tl.where(ok, key, 0x7FFFFFFFFFFFFFFF)  # padding sorts last
             key = tl.sort(key)
@@ -221,9 +243,9 @@ def multilabel_hinge_kernel(
         c_s = tl.where(ok_s & (c_s >= 0) & (c_s < C), c_s, 0)  # memory-safe whatever happened
         x_s = tl.load(x_row + c_s.to(tl.int64) * stride_xc, mask=ok_s, other=0.0)
         if IS_F64:
-            ts = x_s.to(tl.float64) - margin
+            ts = x_s.to(tl.float64) - margin64
         else:
-            ts = _round_down_f32(x_s.to(tl.float64) - margin)
+            ts = _round_down_f32(x_s.to(tl.float64) - margin64)
         # Sums relative to a pivot: with x' = x − piv and thr' = (x[c] − piv) − margin,
         #     Σ W·(x − thr)^p = Σ W·(x' − thr')^p,
         # but A0·x² − 2·x·A1 + A2 cancels catastrophically when the scores are large and close
@@ -234,7 +256,8 @@ def multilabel_hinge_kernel(
         xf = x_s.to(F)
         piv = tl.sum(tl.where(slot == (n_t - 1) // 2, xf, 0.0), 0)
         piv = tl.where(piv - piv == 0.0, piv, 0.0)
-        thr = (xf - piv) - margin  # thr', the threshold for sums
+        # thr', the threshold for sums: formed in float64 with the float64 margin, rounded once
+        thr = ((x_s.to(tl.float64) - piv.to(tl.float64)) - margin64).to(F)
         if HAS_WEIGHT:
             w_s = tl.load(w_ptr + c_s, mask=ok_s, other=0.0).to(F)
         else:
@@ -292,11 +315,19 @@ def multilabel_hinge_kernel(
                 sq = a0 * xs * xs - 2.0 * xs * a1 + a2
                 part += tl.where(hit, tl.where(lin - lin == 0.0, sq, lin), 0.0)
             if WANT_GRAD:
+                # the scale is applied in F, before any rounding to the gradient's dtype
                 g = tl.where(hit, a0 if P == 1 else 2.0 * lin, 0.0) * g_scale
                 g_ptrs = g_row + cols.to(tl.int64) * stride_gc
-                if s0 > 0:  # later tiles add to what earlier tiles wrote
-                    g += tl.load(g_ptrs, mask=in_row, other=0.0).to(F)
-                tl.store(g_ptrs, g.to(grad_ptr.dtype.element_ty), mask=in_row)
+                if ACC_GRAD:
+                    a_ptrs = a_row + cols
+                    if s0 > 0:  # later tiles add to what earlier tiles wrote (in F)
+                        g += tl.load(a_ptrs, mask=in_row, other=0.0)
+                    tl.store(a_ptrs, g, mask=in_row & use_acc)
+                    tl.store(g_ptrs, g.to(grad_ptr.dtype.element_ty), mask=in_row & direct)
+                else:
+                    if s0 > 0:  # later tiles add to what earlier tiles wrote
+                        g += tl.load(g_ptrs, mask=in_row, other=0.0).to(F)
+                    tl.store(g_ptrs, g.to(grad_ptr.dtype.element_ty), mask=in_row)
                 bins = cnt - 1
                 chunk_hist = tl.histogram(bins, BLOCK_T, mask=hit)
                 hist += chunk_hist
@@ -329,9 +360,20 @@ def multilabel_hinge_kernel(
             run_end = tl.minimum(run_end, n_t)
             m = (run_end - slot).to(F)
             p_ptrs = g_row + c_s.to(tl.int64) * stride_gc
-            old = tl.load(p_ptrs, mask=first, other=0.0).to(F)
-            tl.store(p_ptrs, (old + m * g_pos * g_scale).to(grad_ptr.dtype.element_ty), mask=first)
-            tl.debug_barrier()
+            if ACC_GRAD:
+                pa_ptrs = a_row + c_s
+                old_acc = tl.load(pa_ptrs, mask=first & use_acc, other=0.0)
+                old_dir = tl.load(p_ptrs, mask=first & direct, other=0.0).to(F)
+                new = tl.where(use_acc, old_acc, old_dir) + m * g_pos * g_scale
+                tl.store(pa_ptrs, new, mask=first & use_acc)
+                tl.store(p_ptrs, new.to(grad_ptr.dtype.element_ty), mask=first & direct)
+            else:
+                old = tl.load(p_ptrs, mask=first, other=0.0).to(F)
+                new = old + m * g_pos * g_scale
+                tl.store(p_ptrs, new.to(grad_ptr.dtype.element_ty), mask=first)
+        # the tiles reuse the row's scratch (ts, cls, pre, and acc): every read of this tile,
+        # in every path (also loss-only), lands before the next tile's writes
+        tl.debug_barrier()
 
     # -- rows without tiles, and the NaN rule (DESIGN.md §3) -----------------------------------
     nan_row = ((tl.max(has_nan * any_neg, 0) > 0) & (n_pos > 0)) | bad_row
@@ -348,3 +390,13 @@ def multilabel_hinge_kernel(
                     (tl.zeros([BLOCK_C], F) + fill).to(grad_ptr.dtype.element_ty),
                     mask=cols < C,
                 )
+        elif ACC_GRAD:
+            if use_acc:  # the tiles' float32 sums, rounded once to the half dtype
+                for j0 in range(0, C, BLOCK_C):
+                    cols = j0 + lane
+                    acc = tl.load(a_row + cols, mask=cols < C, other=0.0)
+                    tl.store(
+                        g_row + cols.to(tl.int64) * stride_gc,
+                        acc.to(grad_ptr.dtype.element_ty),
+                        mask=cols < C,
+                    )

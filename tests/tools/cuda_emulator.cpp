@@ -122,13 +122,13 @@ struct Header {
   int64_t n, c, k;
   int64_t sxn, sxc, stn, stk, sgn, sgc;  // strides in elements
   int64_t x_elems, t_elems, g_elems;    // buffer sizes in elements
-  int64_t p, want_grad, has_weight, has_scale;
+  int64_t p, want_grad, has_weight, has_scale, has_acc;
   double margin;
 };
 
 template <typename S, typename I, typename A>
 using Entry = void (*)(const S*, long long, long long, const I*, long long, long long, const A*,
-                       A*, S*, long long, long long, int*, long long, const A*, long long,
+                       A*, S*, long long, long long, int*, long long, const A*, A*, long long,
                        long long, double, int, int);
 
 template <typename S, typename I, typename A>
@@ -144,6 +144,9 @@ static void run(const Header& h, FILE* in, FILE* out, Entry<S, I, A> kernel) {
   std::fread(grad.data(), sizeof(S), h.g_elems, in);  // the caller's garbage, to be overwritten
   long long words = (h.c + 31) / 32;
   std::vector<int> bits(std::max<long long>(h.n * words, 1), 0x5a5a5a5a);  // not zeroed
+  // the float32 gradient scratch of half scores (not zeroed either: NaN bits)
+  std::vector<A> gacc(h.has_acc ? h.n * h.c : 1);
+  std::memset(gacc.data(), 0xff, gacc.size() * sizeof(A));
   std::barrier<> block_barrier(kThreads);
   std::vector<std::barrier<>*> warps;
   for (int i = 0; i < kThreads / 32; ++i) g_warp_barrier[i] = new std::barrier<>(32);
@@ -156,8 +159,8 @@ static void run(const Header& h, FILE* in, FILE* out, Entry<S, I, A> kernel) {
         threadIdx.x = tid;
         kernel(x.data(), h.sxn, h.sxc, t.data(), h.stn, h.stk, h.has_weight ? w.data() : nullptr,
                loss.data(), h.want_grad ? grad.data() : nullptr, h.sgn, h.sgc, bits.data(), words,
-               h.has_scale ? scale.data() : nullptr, h.c, h.k, h.margin, (int)h.p,
-               (int)h.want_grad);
+               h.has_scale ? scale.data() : nullptr, h.has_acc ? gacc.data() : nullptr, h.c, h.k,
+               h.margin, (int)h.p, (int)h.want_grad);
       });
     }
     for (auto& th : threads) th.join();

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from .._resources import kernels_dir
 __all__ = ["cache_key", "entry_point", "hinge", "source"]
 
 THREADS = 256  # XM_THREADS in the kernel
+TILE = 256  # XM_TILE in the kernel: positive slots per threshold tile
 _SCORE_CODES = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
 _TARGET_CODES = {"int32": "i32", "int64": "i64"}
 _MODULES: dict[tuple, Any] = {}
@@ -110,8 +112,11 @@ class _Frame:
         return tuple(s // a.itemsize for s in a.strides)
 
     def as_acc(self, a: Any, acc: str, n: int | None = None) -> Any:
-        """A contiguous copy (or view) of a small argument in the accumulation dtype."""
+        """A contiguous copy (or view) of a small argument in the accumulation dtype; ``a`` may
+        be a number (``value_and_grad`` folds the reduction's 1/C or 1/(N·C) in as a float)."""
         if self.torch:
+            if isinstance(a, numbers.Real):
+                return self.lib.full((n,), float(a), dtype=getattr(self.lib, acc), device=self.device)
             out = a.to(device=self.device, dtype=getattr(self.lib, acc))
             return (out.expand(n) if n is not None else out).contiguous()
         out = self.lib.asarray(a, dtype=acc)
@@ -127,7 +132,9 @@ class _Frame:
         return cupy.cuda.get_current_stream()
 
     def device_id(self, a: Any) -> int:
-        return a.device.index if self.torch else a.device.id
+        if self.torch:
+            return a.device.index if a.device.index is not None else self.lib.cuda.current_device()
+        return a.device.id
 
 
 def hinge(
@@ -161,28 +168,35 @@ def hinge(
     n, c = x.shape
     k = t.shape[1]
     name = entry_point(x.dtype, t.dtype)
-    acc = "float64" if _dtype_name(x.dtype) == "float64" else "float32"
-    loss = f.empty((n,), acc)
-    grad = f.empty((n, c), _dtype_name(x.dtype)) if want_grad else None
-    if n == 0:
-        return loss, grad
-    words = (c + 31) // 32
-    bits = f.empty((n, words), "int32")
-    w = None if weight is None else f.as_acc(weight, acc)
-    scale = None if grad_scale is None else f.as_acc(grad_scale, acc, n)
-    sx, st = f.strides(x), f.strides(t)
-    sg = f.strides(grad) if grad is not None else (0, 0)
-    args = (
-        np.uint64(f.ptr(x)), np.int64(sx[0]), np.int64(sx[1]),
-        np.uint64(f.ptr(t)), np.int64(st[0]), np.int64(st[1]),
-        np.uint64(0 if w is None else f.ptr(w)),
-        np.uint64(f.ptr(loss)),
-        np.uint64(0 if grad is None else f.ptr(grad)), np.int64(sg[0]), np.int64(sg[1]),
-        np.uint64(f.ptr(bits)), np.int64(words),
-        np.uint64(0 if scale is None else f.ptr(scale)),
-        np.int64(c), np.int64(k), np.float64(margin), np.int32(p), np.int32(bool(want_grad)),
-    )  # fmt: skip
+    score = _dtype_name(x.dtype)
+    acc = "float64" if score == "float64" else "float32"
+    # Everything below runs on the scores' device: CuPy allocates on the current device and
+    # the module is compiled for (and launched on) the current device, so the device is made
+    # current before the first allocation, not only around the launch.
     with cupy.cuda.Device(f.device_id(x)):
+        loss = f.empty((n,), acc)
+        grad = f.empty((n, c), score) if want_grad else None
+        if n == 0:
+            return loss, grad
+        words = (c + 31) // 32
+        bits = f.empty((n, words), "int32")
+        w = None if weight is None else f.as_acc(weight, acc)
+        scale = None if grad_scale is None else f.as_acc(grad_scale, acc, n)
+        # half gradients of rows with several tiles are summed in float32 and rounded once
+        gacc = f.empty((n, c), acc) if want_grad and acc != score and k > TILE else None
+        sx, st = f.strides(x), f.strides(t)
+        sg = f.strides(grad) if grad is not None else (0, 0)
+        args = (
+            np.uint64(f.ptr(x)), np.int64(sx[0]), np.int64(sx[1]),
+            np.uint64(f.ptr(t)), np.int64(st[0]), np.int64(st[1]),
+            np.uint64(0 if w is None else f.ptr(w)),
+            np.uint64(f.ptr(loss)),
+            np.uint64(0 if grad is None else f.ptr(grad)), np.int64(sg[0]), np.int64(sg[1]),
+            np.uint64(f.ptr(bits)), np.int64(words),
+            np.uint64(0 if scale is None else f.ptr(scale)),
+            np.uint64(0 if gacc is None else f.ptr(gacc)),
+            np.int64(c), np.int64(k), np.float64(margin), np.int32(p), np.int32(bool(want_grad)),
+        )  # fmt: skip
         kernel = _module(cupy).get_function(name)
         with f.stream():
             kernel((n,), (THREADS,), args)

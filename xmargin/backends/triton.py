@@ -21,7 +21,9 @@ Launch heuristics (one program per sample, the whole row looped over in chunks):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import numbers
 import os
 import sys
 from types import ModuleType
@@ -29,7 +31,7 @@ from typing import Any
 
 from .._resources import kernels_dir
 
-__all__ = ["hinge", "launch_config"]
+__all__ = ["hinge", "launch_config", "launch_plan"]
 
 _KERNELS: ModuleType | None = None
 
@@ -66,7 +68,12 @@ def launch_config(n: int, c: int, k: int, is_f64: bool) -> dict[str, int]:
     block_t = min(max(_next_pow2(max(k, 1)), BLOCK_T_RANGE[0]), max(t_max, BLOCK_T_RANGE[0]))
     c_max = BLOCK_C_RANGE[1] // 2 if is_f64 else BLOCK_C_RANGE[1]
     block_c = min(max(_next_pow2(c), BLOCK_C_RANGE[0]), max(c_max, BLOCK_C_RANGE[0]))
-    return {"BLOCK_T": block_t, "BLOCK_C": block_c, "num_warps": 4 if block_c <= 512 else 8}
+    num_warps = 4 if block_c <= 512 else 8
+    # registers per thread: two programs fit on an SM (65536 registers), and ptxas may not
+    # spill to reach an occupancy target of its own (without .maxnreg it did: 8 to 56 bytes
+    # of local memory in a third of the launched variants)
+    maxnreg = min(255, 65536 // (2 * 32 * num_warps))
+    return {"BLOCK_T": block_t, "BLOCK_C": block_c, "num_warps": num_warps, "maxnreg": maxnreg}
 
 
 def _as_torch(a: Any) -> Any:
@@ -76,6 +83,91 @@ def _as_torch(a: Any) -> Any:
     if isinstance(a, torch.Tensor):
         return a
     return torch.from_dlpack(a)
+
+
+def _device_guard(device: Any) -> Any:
+    """The CUDA device of the scores made current for the launch (Triton launches on the
+    current device and its current stream): a tensor on cuda:1 runs on cuda:1, whatever device
+    is current. A no-op for CPU tensors (the interpreter)."""
+    import torch
+
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
+
+
+def _scale_tensor(grad_scale: Any, n: int, acc: Any, device: Any) -> Any:
+    """``grad_scale`` as a contiguous (N,) tensor in the accumulation dtype: an (N,) or
+    broadcastable tensor/array, or a number (``value_and_grad`` folds the reduction's 1/C or
+    1/(N·C) in as a Python float)."""
+    import torch
+
+    if isinstance(grad_scale, numbers.Real):
+        return torch.full((n,), float(grad_scale), dtype=acc, device=device)
+    return _as_torch(grad_scale).to(device=device, dtype=acc).expand(n).contiguous()
+
+
+def launch_plan(
+    xt: Any,
+    tt: Any,
+    *,
+    margin: float,
+    p: int,
+    weight: Any | None,
+    want_grad: bool,
+    grad_scale: Any | None = None,
+) -> tuple[Any, Any | None, tuple | None]:
+    """Outputs, scratch and the kernel's arguments for torch tensors ``xt`` (N, C) and
+    ``tt`` (N, K): ``(loss, grad, launch)`` with ``launch = (grid, args, kwargs)``, or None
+    where nothing is to be launched (N = 0 or K = 0: the outputs are final). Allocates on
+    ``xt``'s device and launches nothing, so that the ahead-of-time check
+    (tests/tools/compile_triton.py) compiles exactly the specialisations this produces."""
+    import torch
+    import triton.language as tl
+
+    n, c = xt.shape
+    k = tt.shape[1]
+    is_f64 = xt.dtype == torch.float64
+    acc = torch.float64 if is_f64 else torch.float32
+    loss = torch.empty((n,), dtype=acc, device=xt.device)
+    grad = torch.empty((n, c), dtype=xt.dtype, device=xt.device) if want_grad else None
+    if n == 0:
+        return loss, grad, None
+    if k == 0:
+        loss.zero_()
+        if grad is not None:
+            grad.zero_()
+        return loss, grad, None
+    cfg = launch_config(n, c, k, is_f64)
+    block_t = cfg["BLOCK_T"]
+    words = (c + 31) // 32
+    bits = torch.empty((n, words), dtype=torch.int32, device=xt.device)
+    ts = torch.empty((n, block_t), dtype=acc, device=xt.device)
+    cls = torch.empty((n, block_t), dtype=torch.int32, device=xt.device)
+    pre = torch.empty((n, 3, block_t + 1), dtype=acc, device=xt.device)
+    w = loss if weight is None else _as_torch(weight).to(device=xt.device, dtype=acc).contiguous()
+    g = grad if grad is not None else loss.view(1, n)  # never written without WANT_GRAD
+    scale = loss if grad_scale is None else _scale_tensor(grad_scale, n, acc, xt.device)
+    # half gradients of rows with several tiles are summed in float32 and rounded once
+    acc_grad = want_grad and xt.dtype in (torch.float16, torch.bfloat16) and k > block_t
+    gacc = torch.empty((n, c), dtype=acc, device=xt.device) if acc_grad else loss
+    args = (
+        xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w, loss,
+        g, g.stride(0), g.stride(1), bits, words, ts, cls, pre, scale, gacc, c, k, float(margin),
+    )  # fmt: skip
+    kwargs = {
+        "P": p,
+        "HAS_WEIGHT": weight is not None,
+        "WANT_GRAD": want_grad,
+        "HAS_SCALE": grad_scale is not None,
+        "ACC_GRAD": acc_grad,
+        "F": tl.float64 if is_f64 else tl.float32,
+        "BLOCK_C": cfg["BLOCK_C"],
+        "BLOCK_T": block_t,
+        "num_warps": cfg["num_warps"],
+        "maxnreg": cfg["maxnreg"],
+    }
+    return loss, grad, ((n,), args, kwargs)
 
 
 def hinge(
@@ -101,7 +193,6 @@ def hinge(
     Infinite scores follow the definition in IEEE arithmetic (an infinite hinge is +inf, a
     pair that does not count adds nothing)."""
     import torch
-    import triton.language as tl
 
     from_cupy = not isinstance(x, torch.Tensor)
     xt, tt = _as_torch(x), _as_torch(t)
@@ -110,59 +201,13 @@ def hinge(
             "triton backend: scores must be CUDA tensors (or set TRITON_INTERPRET=1 to run the "
             f"kernels on the CPU), got a tensor on {xt.device}"
         )
-    n, c = xt.shape
-    k = tt.shape[1]
-    is_f64 = xt.dtype == torch.float64
-    acc = torch.float64 if is_f64 else torch.float32
-    loss = torch.empty((n,), dtype=acc, device=xt.device)
-    grad = torch.empty((n, c), dtype=xt.dtype, device=xt.device) if want_grad else None
-    if n == 0:
-        return _back(loss, grad, from_cupy)
-    if k == 0:
-        loss.zero_()
-        if grad is not None:
-            grad.zero_()
-        return _back(loss, grad, from_cupy)
-    cfg = launch_config(n, c, k, is_f64)
-    block_t = cfg["BLOCK_T"]
-    words = (c + 31) // 32
-    bits = torch.empty((n, words), dtype=torch.int32, device=xt.device)
-    ts = torch.empty((n, block_t), dtype=acc, device=xt.device)
-    cls = torch.empty((n, block_t), dtype=torch.int32, device=xt.device)
-    pre = torch.empty((n, 3, block_t + 1), dtype=acc, device=xt.device)
-    w = loss if weight is None else _as_torch(weight).to(device=xt.device, dtype=acc).contiguous()
-    g = grad if grad is not None else loss.view(1, n)  # never written without WANT_GRAD
-    scale = loss if grad_scale is None else _as_torch(grad_scale).to(acc).expand(n).contiguous()
-    _kernels().multilabel_hinge_kernel[(n,)](
-        xt,
-        xt.stride(0),
-        xt.stride(1),
-        tt,
-        tt.stride(0),
-        tt.stride(1),
-        w,
-        loss,
-        g,
-        g.stride(0),
-        g.stride(1),
-        bits,
-        words,
-        ts,
-        cls,
-        pre,
-        scale,
-        c,
-        k,
-        float(margin),
-        P=p,
-        HAS_WEIGHT=weight is not None,
-        WANT_GRAD=want_grad,
-        HAS_SCALE=grad_scale is not None,
-        F=tl.float64 if is_f64 else tl.float32,
-        BLOCK_C=cfg["BLOCK_C"],
-        BLOCK_T=block_t,
-        num_warps=cfg["num_warps"],
+    loss, grad, launch = launch_plan(
+        xt, tt, margin=margin, p=p, weight=weight, want_grad=want_grad, grad_scale=grad_scale
     )
+    if launch is not None:
+        grid, args, kwargs = launch
+        with _device_guard(xt.device):
+            _kernels().multilabel_hinge_kernel[grid](*args, **kwargs)
     return _back(loss, grad, from_cupy)
 
 
