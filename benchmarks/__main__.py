@@ -110,7 +110,6 @@ def _add_model(rows: list[dict], device: str) -> None:
     import torch
 
     from . import roofline
-
     from .multilabel_hinge_gpu import _timer, copy_bandwidth
 
     props = torch.cuda.get_device_properties(torch.device(device))
