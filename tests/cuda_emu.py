@@ -68,8 +68,8 @@ def run(exe, x, t, *, margin=1.0, p=1, weight=None, scale=None, want_grad=True,
         dtype="float32", target_dtype="int64", transposed=False, acc=None, env=None):  # fmt: skip
     """(loss, grad or None, the scores as the kernel saw them) from the emulated kernel.
     ``acc``: hand the kernel the float32 gradient scratch; None decides as the cupy backend
-    does (half scores, a gradient, more target columns than a tile holds). ``env``: the
-    emulator's environment (e.g. TSAN_OPTIONS); EmulatorError when it fails."""
+    does (half scores, a gradient, more target columns than a tile holds). ``env``: variables
+    added to the emulator's environment (e.g. TSAN_OPTIONS); EmulatorError when it fails."""
     n, c = x.shape
     k = t.shape[1]
     bits, values = to_storage(x, dtype)
@@ -97,6 +97,7 @@ def run(exe, x, t, *, margin=1.0, p=1, weight=None, scale=None, want_grad=True,
                 f.write(np.asarray(scale, acc).tobytes())
             if want_grad:  # garbage the kernel must overwrite
                 f.write(b"\x3c" * (n * c * buf.itemsize))
+        env = None if env is None else {**os.environ, **env}
         done = subprocess.run([str(exe), fin, fout], capture_output=True, timeout=600, env=env)
         if done.returncode != 0:
             raise EmulatorError(done.returncode, done.stderr.decode(errors="replace"))

@@ -3,9 +3,22 @@
 Without a GPU: every ``.cu`` compiles with nvcc for sm_80 and sm_90 and with NVRTC (the
 compiler CuPy uses); the kernel's logic runs on the CPU through tests/tools/cuda_emulator.cpp
 (one std::thread per CUDA thread) against the reference backend, and against the oracle for
-the kernel's own contract (any target values, large and infinite scores); the host code's source
-loading, cache keys, entry points, dispatch and errors are checked. With a GPU (``gpu`` mark):
-parity on CuPy arrays and torch CUDA tensors, autograd, streams, determinism.
+the kernel's own contract (any target values, large and infinite scores, ties at the margin,
+half gradients rounded once); the same emulator built with ThreadSanitizer checks that every
+conflicting pair of accesses is ordered by a barrier; the host code's source loading, cache
+keys, entry points, device handling, dispatch and errors are checked. With a GPU (``gpu``
+mark): parity on CuPy arrays and torch CUDA tensors, autograd, streams, determinism, a second
+device.
+
+Budgets of every entry point, from ``nvcc -Xptxas -v`` for sm_80 and sm_90:
+
+* spills 0 and stack frame 0 bytes: everything of a thread fits in registers;
+* registers ≤ 64 (measured ≤ 55): with 256 threads per block that keeps at least four blocks
+  per SM, and a rise past it means the per-thread state grew;
+* shared memory ≤ 20 KiB for the float32-accumulating entry points (float16, bfloat16,
+  float32 scores; measured 18,460 B) and ≤ 36 KiB for float64 (measured 34,856 B), all below
+  the 48 KiB a block may hold statically (beyond that the kernel would not load without a
+  dynamic-shared-memory opt-in); the tile arrays are all of it.
 """
 
 from __future__ import annotations
@@ -46,10 +59,35 @@ GPU = _gpu()
 # ---------------------------------------------------------------------------------------------
 # compilers
 # ---------------------------------------------------------------------------------------------
+REG_BUDGET = 64
+SMEM_BUDGET = {"f16": 20 * 1024, "bf16": 20 * 1024, "f32": 20 * 1024, "f64": 36 * 1024}
+
+
+def _ptxas_entries(log: str) -> dict[str, dict[str, int]]:
+    """Per entry point: registers, stack frame, spill bytes and shared memory from a
+    ``-Xptxas -v`` log."""
+    out = {}
+    for block in re.split(r"(?=ptxas info\s*: Compiling entry function)", log)[1:]:
+        name = re.search(r"entry function '(\w+)'", block).group(1)
+        frame = re.search(
+            r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", block
+        )
+        regs = re.search(r"Used (\d+) registers", block)
+        smem = re.search(r"(\d+) bytes smem", block)
+        out[name] = {
+            "regs": int(regs.group(1)), "stack": int(frame.group(1)),
+            "spill_stores": int(frame.group(2)), "spill_loads": int(frame.group(3)),
+            "smem": int(smem.group(1)) if smem else 0,
+        }  # fmt: skip
+    return out
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 @pytest.mark.parametrize("arch", [80, 90])
 @pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: p.name)
 def test_nvcc_compiles(cu, arch, tmp_path):
+    """Every entry point builds for sm_80 and sm_90 within the budgets of the module
+    docstring."""
     result = subprocess.run(
         ["nvcc", f"-arch=sm_{arch}", "-cubin", "-Xptxas", "-v", "-o", str(tmp_path / "k.cubin"), str(cu)],
         capture_output=True, text=True, timeout=600,
@@ -57,10 +95,14 @@ def test_nvcc_compiles(cu, arch, tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "warning" not in out.lower(), out
-    entries = re.findall(r"Compiling entry function '(\w+)'", out)
-    assert len(entries) == 8, out  # 4 score dtypes x 2 target dtypes
-    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", out)
-    assert spills and all(s == ("0", "0") for s in spills), f"register spills: {out}"
+    entries = _ptxas_entries(out)
+    expected = {cb.entry_point(s, t) for s in cb._SCORE_CODES for t in cb._TARGET_CODES}
+    assert set(entries) == expected, out  # 4 score dtypes x 2 target dtypes
+    for name, use in entries.items():
+        what = f"{name} on sm_{arch}: {use}"
+        assert use["spill_stores"] == use["spill_loads"] == use["stack"] == 0, what
+        assert use["regs"] <= REG_BUDGET, what
+        assert use["smem"] <= SMEM_BUDGET[name.split("_")[-2]], what
 
 
 def test_nvrtc_compiles():
@@ -269,27 +311,32 @@ INF_CASES = {
     "two -inf positives": ([-_INF, -_INF, 3.0, 0.0, _INF], [1, 0, 3, -1]),
     "nan and inf": ([_INF, np.nan, 0.0, 1.0], [2, -1, 0, 0]),
     "all finite": ([0.0, 0.5, 1.0, -1.0], [2, -1, 0, 0]),
+    "only positive at +inf": ([0.0, 0.5, _INF, 0.2], [2, -1, -1, -1]),
 }
 
 
 def _inf_problem(c):
     """INF_CASES padded to (N, C) (padding: finite scores far below every threshold), plus two
-    rows of 270 positives (two tiles) with infinite scores among positives and negatives."""
+    rows of 270 positives (two tiles) with infinite scores among positives and negatives, and one
+    whose positive at +inf sits in the second, partly padded tile."""
     xs, ts = [], []
     for x, t in INF_CASES.values():
         xs.append(list(x) + [-100.0] * (c - len(x)))
         ts.append(list(t) + [-1] * (c - len(t)))
     names = list(INF_CASES)
     rng = np.random.default_rng(5)
-    for variant in range(2):
+    for variant in range(3):
         x = rng.integers(-8, 9, size=c) / 4
         t = rng.permutation(c)
         t[270:] = -1
-        x[t[[3, 200]]] = -_INF  # positives at -inf in both tiles
-        neg = np.setdiff1d(np.arange(c), t[:270])
-        x[neg[:2]] = [_INF, -_INF] if variant == 0 else [-_INF, 0.25]
+        if variant < 2:
+            x[t[[3, 200]]] = -_INF  # positives at -inf in both tiles
+            neg = np.setdiff1d(np.arange(c), t[:270])
+            x[neg[:2]] = [_INF, -_INF] if variant == 0 else [-_INF, 0.25]
         if variant == 1:
             x[t[150]] = _INF  # a positive at +inf
+        if variant == 2:
+            x[t[260]] = _INF  # a positive at +inf in the second tile, beside its padding
         xs.append(list(x))
         ts.append(list(t))
         names.append(f"two tiles {variant}")
@@ -310,6 +357,137 @@ def test_emulated_infinite_scores_follow_the_definition(emulator, dtype, p, weig
     for i, name in enumerate(names):
         assert_close(loss[i], ref_loss[i], rtol=1e-6, atol=1e-6, what=f"{name}: loss")
         assert_close(grad[i], ref_grad[i], rtol=1e-6, atol=1e-6, what=f"{name}: grad")
+
+
+def test_emulated_float64_positive_at_plus_inf(emulator):
+    """A positive scoring +inf violates nothing: x = [0, .5, inf, .2], t = [2, -1, ...] has loss
+    0 and a zero gradient in float64; also with that positive repeated into a second tile (a
+    tile of 256 slots and one of 14, the rest padding)."""
+    c = 4
+    x = np.array([[0.0, 0.5, _INF, 0.2]] * 2)
+    t = np.full((2, 270), -1)
+    t[0, 0] = 2
+    t[1, :] = 2
+    for p in (1, 2):
+        loss, grad, _ = cuda_emu.run(emulator, x, t, dtype="float64", p=p)
+        assert (loss == 0.0).all() and (grad == 0.0).all() and grad.shape == (2, c), (loss, grad)
+
+
+# (scores, targets, margin) at an exact tie of the float64 definition: margin − x_k + x_j ≤ 0
+# in float64, > 0 with the margin rounded to float32 (0.1 → 0.10000000149)
+MARGIN_TIES = {
+    "float64": ([[0.1, 0.0, -1.0]], [[0, -1, -1]], 0.1),
+    # float32 scores: x_k − x_j = fp32(0.1) − 1e-9 lies strictly between 0.1 and fp32(0.1)
+    "float32": ([[-1e-9, -0.1, -1.0]], [[0, -1, -1]], 0.1),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_emulated_margin_ties_follow_the_float64_definition(emulator, dtype):
+    """The kernel takes ``double margin`` and compares x_j > x_k − margin with it in double
+    (float32 thresholds rounded toward −inf, which is exact for float32 scores), as the float64
+    oracle does: at a tie the pair does not count, loss and gradient exactly 0."""
+    import oracle
+
+    x, t, margin = MARGIN_TIES[dtype]
+    x, t = np.array(x, dtype=dtype), np.array(t)
+    ref_loss, ref_grad = oracle.multilabel_margin_dense(x.astype(np.float64), t, margin=margin)
+    assert ref_loss[0] == 0.0 and (ref_grad == 0.0).all()
+    for p in (1, 2):
+        loss, grad, _ = cuda_emu.run(emulator, x, t, dtype=dtype, p=p, margin=margin)
+        assert loss[0] == 0.0 and (grad == 0.0).all(), (dtype, p, loss, grad)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_emulated_half_gradient_is_rounded_once(emulator, dtype, p, scaled):
+    """Rows with more positives than a tile (K = 300 > 256) sum the tiles' gradient
+    contributions in float32 (the launcher's float32 scratch) and round once to the half
+    dtype: the gradient equals the float64 oracle rounded once to nearest even. The inputs make
+    every float32 partial sum exact (scores in quarters, weights in 256ths, scales powers of
+    two), so any difference is a second rounding; adding each tile to the half gradient in
+    place missed this in most rows."""
+    import oracle
+
+    rng = np.random.default_rng(41 + p)
+    n, c, k = 3, 320, 300
+    x = rng.integers(-8, 9, size=(n, c)) / 4
+    t = np.stack([rng.permutation(c)[:k] for _ in range(n)])
+    t[1, 100] = -1  # one tile: the gradient is written directly
+    t[2, 5] = t[2, 4]  # a duplicate
+    weight = rng.integers(128, 512, size=c) / 256
+    scale = np.array([0.25, 2.0, 0.5]) if scaled else None
+    loss, grad, values = cuda_emu.run(emulator, x, t, dtype=dtype, p=p, weight=weight, scale=scale)
+    ref_loss, ref_grad = oracle.multilabel_margin_dense(values, t, p=p, weight=weight)
+    if scaled:
+        ref_grad = ref_grad * scale[:, None]
+    assert_close(loss, ref_loss, rtol=1e-6, atol=1e-6, what="loss")
+    _, expected = cuda_emu.to_storage(ref_grad, dtype)  # rounded once, to nearest even
+    assert np.array_equal(grad, expected), (
+        f"{dtype} p={p}: {(grad != expected).sum()} of {grad.size} gradient values differ "
+        f"from the once-rounded oracle, e.g. {grad[grad != expected][:4]} vs "
+        f"{expected[grad != expected][:4]}"
+    )
+
+
+def test_emulated_half_gradient_scale_is_applied_before_rounding(emulator):
+    """Raw float16 gradients (no scale) are what the dtype can hold: a positive with more than
+    65504 negatives above it gets -inf, as documented. The scale (the loss layer's 1/C or
+    1/(N·C), autograd's grad_output) is applied in float32 before rounding: finite, one
+    rounding off the oracle."""
+    import oracle
+
+    c = 66000  # more classes than float16's largest finite value
+    x = np.zeros((2, c))
+    x[0, 1], x[1, 0] = -2.0, 0.5
+    t = np.array([[0, 1, -1], [0, -1, 0]])
+    _, ref_grad = oracle.multilabel_margin_dense(x, t)
+    _, raw, _ = cuda_emu.run(emulator, x, t, dtype="float16")
+    assert np.isneginf(raw[0, :2]).all() and np.isneginf(raw[1, 0])
+    assert np.isfinite(np.delete(raw, [0, 1], axis=1)).all()
+    for factor in (1.0 / c, 1.0 / (2 * c)):
+        _, g, _ = cuda_emu.run(emulator, x, t, dtype="float16", scale=[factor, factor])
+        assert np.isfinite(g).all()
+        # one rounding: half an ulp, relative 2^-11 (normal) or 2^-25 absolute (subnormal)
+        assert_close(g, ref_grad * factor, rtol=2**-11, atol=2**-25, what="scaled gradient")
+
+
+@pytest.fixture(scope="module")
+def tsan_emulator(tmp_path_factory):
+    exe = cuda_emu.build(tmp_path_factory.mktemp("emu_tsan"), sanitize="thread")
+    if exe is None:
+        pytest.skip("no C++20 compiler with ThreadSanitizer for the CUDA emulator")
+    return exe
+
+
+@pytest.mark.parametrize(
+    ("dtype", "p", "want_grad"),
+    [
+        ("float32", 1, False),
+        ("float64", 2, False),
+        ("float32", 2, True),
+        ("float64", 1, True),
+        ("float16", 2, True),  # the float32 gradient scratch of several tiles
+    ],
+)
+def test_emulated_kernel_has_no_data_race(tsan_emulator, dtype, p, want_grad):
+    """The emulator under ThreadSanitizer: each CUDA thread is a std::thread and __syncthreads
+    a std::barrier, so two accesses of one shared (or global) location by different threads,
+    one of them a write, not ordered by a barrier are reported, whether or not they collided
+    in this run. Two tiles (270 positives) in every path, loss-only included: the tiles reuse
+    the shared arrays, and the barrier after the class loop orders one tile's reads before the
+    next tile's writes (without it, TSan reports the loss-only path)."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(-20, 21, size=(2, 300)) / 4
+    t = rng.integers(0, 300, size=(2, 270))
+    t[1, 100] = -1
+    kw = {"weight": rng.uniform(0.5, 2.0, 300), "scale": [0.5, 2.0] if want_grad else None}
+    env = {"TSAN_OPTIONS": "halt_on_error=1 exitcode=66 report_signal_unsafe=0"}
+    try:
+        cuda_emu.run(tsan_emulator, x, t, dtype=dtype, p=p, want_grad=want_grad, env=env, **kw)
+    except cuda_emu.EmulatorError as err:
+        pytest.fail(f"ThreadSanitizer: {err}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +556,123 @@ def test_entry_points():
         cb.entry_point("int8", "int64")
     with pytest.raises(ValueError, match="targets must be int32 or int64"):
         cb.entry_point("float32", "uint8")
+
+
+class _FakeCupy(types.ModuleType):
+    """Just enough of CuPy for the launcher, recording which device was current when each
+    array was allocated, the module compiled and the kernel launched."""
+
+    def __init__(self):
+        super().__init__("cupy")
+        self.current = 0
+        self.events = []  # (what, current device)
+        fake = self
+
+        class Device:
+            def __init__(self, index=None):
+                self.id = fake.current if index is None else index
+                self.compute_capability = "90"
+                self._previous = []
+
+            def __enter__(self):
+                self._previous.append(fake.current)
+                fake.current = self.id
+                return self
+
+            def __exit__(self, *exc):
+                fake.current = self._previous.pop()
+
+        class Stream:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+        class Module:
+            def get_function(self, name):
+                fake.events.append(("get_function", fake.current))
+                return lambda grid, block, args: fake.events.append(("launch", fake.current))
+
+        def raw_module(code, options):
+            fake.events.append(("compile", fake.current))
+            return Module()
+
+        self.cuda = types.SimpleNamespace(Device=Device, get_current_stream=Stream)
+        self.RawModule = raw_module
+        for name in ("float16", "float32", "float64", "int32", "int64"):
+            setattr(self, name, np.dtype(name))
+
+    def array(self, shape, dtype, device=None):
+        return _FakeArray(shape, dtype, self.current if device is None else device)
+
+    def empty(self, shape, dtype):
+        self.events.append(("empty", self.current))
+        return self.array(shape, dtype)
+
+    def asarray(self, a, dtype=None):
+        self.events.append(("asarray", self.current))
+        if isinstance(a, _FakeArray):
+            return self.array(a.shape, dtype or a.dtype)
+        return self.array(np.shape(a), dtype or np.asarray(a).dtype)
+
+    def broadcast_to(self, a, shape):
+        return self.array(shape, a.dtype, a.device.id)
+
+    def ascontiguousarray(self, a):
+        self.events.append(("ascontiguousarray", self.current))
+        return self.array(a.shape, a.dtype)
+
+
+class _FakeArray:
+    """A CuPy-like array on a device (no data)."""
+
+    _next = 0x10000
+
+    def __init__(self, shape, dtype, device):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.itemsize = self.dtype.itemsize
+        strides, step = [], self.itemsize
+        for extent in reversed(self.shape):
+            strides.insert(0, step)
+            step *= extent
+        self.strides = tuple(strides)
+        self.device = types.SimpleNamespace(id=device)
+        self.data = types.SimpleNamespace(ptr=_FakeArray._next)
+        _FakeArray._next += 0x10000
+
+
+@pytest.mark.parametrize("grad_scale", [None, 0.5, "array"])
+def test_arrays_are_allocated_and_launched_on_the_scores_device(monkeypatch, grad_scale):
+    """Arrays on device 1 while device 0 is current: outputs and scratch are allocated, the
+    module compiled and the kernel launched with device 1 current (CuPy allocates on the
+    current device; the launcher used to allocate before entering the device), and device 0
+    is current again afterwards. Half scores with K > 256 also get the float32 gradient
+    scratch; ``grad_scale`` may be a number (value_and_grad's folded 1/C) or an array."""
+    fake = _FakeCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(cb, "_MODULES", {})
+    x = _FakeArray((3, 500), "float16", device=1)
+    t = _FakeArray((3, 300), "int64", device=1)
+    scale = _FakeArray((3,), "float32", device=1) if grad_scale == "array" else grad_scale
+    loss, grad = cb.hinge(x, t, margin=1.0, p=1, weight=None, want_grad=True, grad_scale=scale)
+    assert fake.current == 0
+    assert loss.device.id == grad.device.id == 1 and grad.shape == (3, 500)
+    kinds = [what for what, _ in fake.events]
+    assert kinds.count("empty") == 4  # loss, grad, bitmap, float32 gradient scratch
+    assert kinds[-3:] == ["compile", "get_function", "launch"]
+    assert all(device == 1 for _, device in fake.events), fake.events
+
+
+def test_torch_tensors_take_a_number_as_scale():
+    """value_and_grad folds the reduction's factor in as a Python float: the torch side of the
+    launcher turns it into an (N,) tensor on the scores' device, as it does a tensor."""
+    torch = pytest.importorskip("torch")
+    frame = cb._Frame(torch.zeros(3, 4))
+    out = frame.as_acc(0.25, "float32", 3)
+    assert out.dtype == torch.float32 and out.shape == (3,) and bool((out == 0.25).all())
+    out = frame.as_acc(torch.tensor([2.0], dtype=torch.float64), "float32", 3)
+    assert out.is_contiguous() and out.tolist() == [2.0, 2.0, 2.0]
 
 
 @pytest.mark.skipif(GPU, reason="checks the no-GPU answers")
@@ -460,3 +755,44 @@ def test_gpu_torch_tensors_with_autograd_on_a_side_stream(dtype):
     assert_close(
         leaf.grad.double().cpu(), ref_leaf.grad, rtol=tol, atol=tol, what="torch+cupy grad"
     )
+
+
+def _two_devices() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() >= 2
+    except Exception:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU or not _two_devices(), reason="needs two CUDA devices")
+def test_gpu_second_device():
+    """CuPy arrays and torch tensors on device 1 while device 0 is current: outputs and scratch
+    live on device 1, the kernel runs there, and device 0 stays current."""
+    import cupy
+
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(5, 400)).astype(np.float16)
+    t = rng.integers(-1, 400, size=(5, 300))
+    ref_loss, ref_grad = reference.hinge_numpy(
+        x.astype(np.float64), t, margin=1.0, p=1, weight=None, want_grad=True
+    )
+    with cupy.cuda.Device(0):
+        with cupy.cuda.Device(1):
+            xc, tc = cupy.asarray(x), cupy.asarray(t)
+        loss, grad = cb.hinge(xc, tc, margin=1.0, p=1, weight=None, want_grad=True)
+        assert cupy.cuda.Device().id == 0
+        assert loss.device.id == grad.device.id == 1
+        assert_close(cupy.asnumpy(loss), ref_loss, rtol=2e-3, atol=2e-3, what="device 1 loss")
+        assert_close(cupy.asnumpy(grad).astype(np.float64), ref_grad, rtol=2e-3, atol=2e-3,
+                     what="device 1 grad")  # fmt: skip
+    torch = pytest.importorskip("torch")
+    torch.cuda.set_device(0)
+    xt = torch.tensor(x, device="cuda:1")
+    tt = torch.tensor(t, device="cuda:1")
+    loss, grad = cb.hinge(xt, tt, margin=1.0, p=1, weight=None, want_grad=True, grad_scale=0.5)
+    torch.cuda.synchronize(1)
+    assert torch.cuda.current_device() == 0 and loss.device == grad.device == xt.device
+    assert_close(grad.double().cpu(), ref_grad * 0.5, rtol=2e-3, atol=2e-3, what="torch cuda:1")

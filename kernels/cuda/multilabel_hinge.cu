@@ -40,9 +40,25 @@
 // or inf - inf reaches a result; the one form that could, A0*x'^2 - 2*x'*A1 + A2 for p = 2, is
 // replaced by the infinite A0*x' - A1 where that is infinite).
 //
-// float16 / bfloat16 / float32 scores are compared in float32 against thresholds rounded
-// towards -inf (exact: no float32 lies strictly between a threshold and its rounded value) and
-// summed in float32; float64 scores use float64. Deterministic: counts use integer atomics, the
+// The margin arrives as a double and thresholds x[t_k] - margin are formed in double, as the
+// float64 definition does: float16 / bfloat16 / float32 scores are compared in float32 against
+// those thresholds rounded towards -inf (exact: no float32 lies strictly between a threshold and
+// its rounded value) and summed in float32 (thr' rounded once from double); float64 scores use
+// float64.
+//
+// Gradients: the per-row scale multiplies each contribution in A (float32 for half scores)
+// before any rounding to the scores' dtype. A row with several tiles adds each tile's
+// contribution to what the tiles before it wrote: for half scores the launcher passes a float32
+// scratch (gacc, N x C) and the row's partial sums live there, rounded to the half dtype once at
+// the end, so a half gradient is one rounding off the exact value. A raw half gradient (no
+// scale) is what the dtype can hold: a positive with more than 65504 negatives above it
+// overflows float16 to -inf; the loss layer passes its 1/C or 1/(N*C) as the scale.
+//
+// Barriers: the tiles reuse the shared arrays; the __syncthreads after the class loop (every
+// path) orders one tile's reads before the next tile's writes, the one after step 4 (gradient
+// path) its read-modify-writes of the gradient before the next tile's.
+//
+// Deterministic: counts use integer atomics, the
 // sums of x per bin are formed per warp in lane order and combined in warp order, and every
 // other reduction has a fixed tree. Every access is bounds-checked against the row, whatever
 // the targets hold.

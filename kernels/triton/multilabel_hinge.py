@@ -14,7 +14,8 @@ and, when asked, d loss / d x, in O(C log T + T log T) work (DESIGN.md §5):
    all-NaN gradient row (not scaled) and nothing else of it is read: the targets may hold
    anything, the caller need not validate them.
 1. Bitmap of the row's positive classes (scratch, one bit per class; integer atomics).
-2. The thresholds, in tiles of BLOCK_T slots, sorted by (threshold, class); prefix sums
+2. The thresholds, in tiles of BLOCK_T slots, sorted by (threshold, class) (tl.sort of 64-bit
+   keys; float64 thresholds are ranked by comparisons, RANK_CHUNK slots at a time); prefix sums
    A0 = ΣW, A1 = ΣW·thr', A2 = ΣW·thr'² of each tile go to scratch, with thr' = thr − piv and
    x' = x − piv relative to a pivot per tile (the score of its median threshold, 0 if that
    is not finite): the sums below are shift-invariant, and relative to the pivot they do not
@@ -40,12 +41,28 @@ enters A1 as W·(−inf), so those classes get +inf; x_j = +inf gives A0·inf �
 0·inf or inf − inf reaches a result; the one form that could, A0·x'² − 2·x'·A1 + A2 for p = 2,
 is replaced by the infinite A0·x' − A1 where that is infinite).
 
-Scores of float16, bfloat16 and float32 are compared in float32 with thresholds rounded down
-to float32 (exact: no float32 lies strictly between a threshold and its rounded-down value) and
-summed in float32; float64 scores use float64 throughout. Determinism: every sum has a fixed
-order (register reductions, chunks in sequence) and the only atomics are integer ORs, so equal
-inputs give bitwise equal outputs. Every memory access is masked to the row, whatever the
-targets hold.
+The margin is a float64 kernel parameter (annotated ``tl.float64``: a Python float argument
+would be specialised as fp32, and margin 0.1 would become 0.100000001). Thresholds are formed
+as x[t_k] − margin in float64, as the float64 definition does; scores of float16, bfloat16 and
+float32 are compared in float32 with those thresholds rounded down to float32 (exact: no
+float32 lies strictly between a threshold and its rounded-down value) and summed in float32
+(thr' rounded once from float64); float64 scores use float64 throughout.
+
+Gradients: the per-row scale (HAS_SCALE) multiplies each contribution in F, before any rounding
+to the gradient's dtype. A row with several tiles adds each tile's contribution to what the
+tiles before it wrote; for float16/bfloat16 gradients (ACC_GRAD) those partial sums live in a
+float32 scratch row (acc_ptr) and are rounded to the half dtype once, at the end, so a half
+gradient is one rounding off the exact value. A raw half gradient (no scale) is what the dtype
+can hold: a positive with more than 65504 negatives above it overflows float16 to −inf; the
+loss layer passes its 1/C or 1/(N·C) as the scale, which keeps it finite.
+
+Barriers: the tiles of a row reuse its scratch (ts, cls, pre, acc); a tl.debug_barrier ends
+every tile in every path (loss-only too), so one tile's reads land before the next tile's
+writes, and others separate each write from the reads of other lanes within a tile.
+
+Determinism: every sum has a fixed order (register reductions, chunks in sequence) and the only
+atomics are integer ORs, so equal inputs give bitwise equal outputs. Every memory access is
+masked to the row, whatever the targets hold.
 """
 
 import triton
@@ -151,8 +168,7 @@ def multilabel_hinge_kernel(
         g_scale = tl.load(scale_ptr + row).to(F)
     else:
         g_scale = 1.0
-    # the margin in float64 (also under the interpreter, which passes the Python float), and
-    # in F for the sums
+    # the margin in float64, also under the interpreter (which passes the Python float)
     margin64 = tl.full([], margin, tl.float64)
 
     # -- T (the index of the first negative target, K when there is none) and the target check
@@ -182,7 +198,6 @@ def multilabel_hinge_kernel(
     # a half gradient of a row with several tiles is summed over the tiles in float32 (acc_ptr)
     # and rounded once at the end; rows with one tile write the gradient directly
     use_acc = n_pos > BLOCK_T
-    direct = n_pos <= BLOCK_T
 
     # -- 1. bitmap of the positive classes ----------------------------------------------------
     for w0 in range(0, words, BLOCK_C):
@@ -317,14 +332,13 @@ def multilabel_hinge_kernel(
             if WANT_GRAD:
                 # the scale is applied in F, before any rounding to the gradient's dtype
                 g = tl.where(hit, a0 if P == 1 else 2.0 * lin, 0.0) * g_scale
-                g_ptrs = g_row + cols.to(tl.int64) * stride_gc
-                if ACC_GRAD:
+                if ACC_GRAD and use_acc:
                     a_ptrs = a_row + cols
                     if s0 > 0:  # later tiles add to what earlier tiles wrote (in F)
                         g += tl.load(a_ptrs, mask=in_row, other=0.0)
-                    tl.store(a_ptrs, g, mask=in_row & use_acc)
-                    tl.store(g_ptrs, g.to(grad_ptr.dtype.element_ty), mask=in_row & direct)
+                    tl.store(a_ptrs, g, mask=in_row)
                 else:
+                    g_ptrs = g_row + cols.to(tl.int64) * stride_gc
                     if s0 > 0:  # later tiles add to what earlier tiles wrote
                         g += tl.load(g_ptrs, mask=in_row, other=0.0).to(F)
                     tl.store(g_ptrs, g.to(grad_ptr.dtype.element_ty), mask=in_row)
@@ -359,15 +373,12 @@ def multilabel_hinge_kernel(
             run_end = tl.where(slot + 1 < BLOCK_T, run_end, BLOCK_T)
             run_end = tl.minimum(run_end, n_t)
             m = (run_end - slot).to(F)
-            p_ptrs = g_row + c_s.to(tl.int64) * stride_gc
-            if ACC_GRAD:
+            if ACC_GRAD and use_acc:
                 pa_ptrs = a_row + c_s
-                old_acc = tl.load(pa_ptrs, mask=first & use_acc, other=0.0)
-                old_dir = tl.load(p_ptrs, mask=first & direct, other=0.0).to(F)
-                new = tl.where(use_acc, old_acc, old_dir) + m * g_pos * g_scale
-                tl.store(pa_ptrs, new, mask=first & use_acc)
-                tl.store(p_ptrs, new.to(grad_ptr.dtype.element_ty), mask=first & direct)
+                old = tl.load(pa_ptrs, mask=first, other=0.0)
+                tl.store(pa_ptrs, old + m * g_pos * g_scale, mask=first)
             else:
+                p_ptrs = g_row + c_s.to(tl.int64) * stride_gc
                 old = tl.load(p_ptrs, mask=first, other=0.0).to(F)
                 new = old + m * g_pos * g_scale
                 tl.store(p_ptrs, new.to(grad_ptr.dtype.element_ty), mask=first)
@@ -390,13 +401,12 @@ def multilabel_hinge_kernel(
                     (tl.zeros([BLOCK_C], F) + fill).to(grad_ptr.dtype.element_ty),
                     mask=cols < C,
                 )
-        elif ACC_GRAD:
-            if use_acc:  # the tiles' float32 sums, rounded once to the half dtype
-                for j0 in range(0, C, BLOCK_C):
-                    cols = j0 + lane
-                    acc = tl.load(a_row + cols, mask=cols < C, other=0.0)
-                    tl.store(
-                        g_row + cols.to(tl.int64) * stride_gc,
-                        acc.to(grad_ptr.dtype.element_ty),
-                        mask=cols < C,
-                    )
+        elif ACC_GRAD and use_acc:  # the tiles' float32 sums, rounded once to the half dtype
+            for j0 in range(0, C, BLOCK_C):
+                cols = j0 + lane
+                acc = tl.load(a_row + cols, mask=cols < C, other=0.0)
+                tl.store(
+                    g_row + cols.to(tl.int64) * stride_gc,
+                    acc.to(grad_ptr.dtype.element_ty),
+                    mask=cols < C,
+                )

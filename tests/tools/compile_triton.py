@@ -185,7 +185,9 @@ def _ptxas_report(ptx: str, arch: int, options) -> dict:
                f"--gpu-name={sm_arch_from_capability(arch)}", str(src), "-o", str(src) + ".o"]  # fmt: skip
         log = subprocess.run(cmd, capture_output=True, text=True, check=True)
     text = log.stdout + log.stderr
-    frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    frame = re.search(
+        r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", text
+    )
     regs = re.search(r"Used (\d+) registers", text)
     return {
         "ptxas_regs": int(regs.group(1)), "stack_frame": int(frame.group(1)),

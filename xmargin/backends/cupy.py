@@ -4,13 +4,17 @@ Runs on CuPy arrays, and on torch CUDA tensors (read and written in place throug
 pointers, no copy; bfloat16 included, which CuPy itself lacks). The source is read from the
 installed package (``xmargin/_kernels``) or the source checkout, prefixed with a ``#line``
 directive so that compiler messages point at the ``.cu`` file, compiled by NVRTC through
-``cupy.RawModule`` once per (device, compute capability, source) and cached. Kernels go on the
-input's current stream: CuPy's current stream for CuPy arrays, torch's for torch tensors.
+``cupy.RawModule`` once per (device, compute capability, source) and cached. Everything runs
+with the scores' device current (outputs and scratch are allocated there, the module compiled
+for it and the kernel launched on it, whichever device was current before). Kernels go on the
+input's current stream of that device: CuPy's for CuPy arrays, torch's for torch tensors.
 Nothing here synchronises with the host.
 
 Launch: one block of 256 threads per sample (the kernel's ``XM_THREADS``), scratch of one bit
-per class and sample for the positives' bitmap; everything else lives in shared memory
-(18 KiB per block for float32 scores, 34 KiB for float64).
+per class and sample for the positives' bitmap and, for float16/bfloat16 gradients with more
+than 256 target columns (several tiles), a float32 (N, C) array in which the tiles'
+contributions are summed before one rounding to the half dtype; everything else lives in
+shared memory (18 KiB per block for float32 accumulation, 34 KiB for float64).
 """
 
 from __future__ import annotations
@@ -116,7 +120,9 @@ class _Frame:
         be a number (``value_and_grad`` folds the reduction's 1/C or 1/(N·C) in as a float)."""
         if self.torch:
             if isinstance(a, numbers.Real):
-                return self.lib.full((n,), float(a), dtype=getattr(self.lib, acc), device=self.device)
+                return self.lib.full(
+                    (n,), float(a), dtype=getattr(self.lib, acc), device=self.device
+                )
             out = a.to(device=self.device, dtype=getattr(self.lib, acc))
             return (out.expand(n) if n is not None else out).contiguous()
         out = self.lib.asarray(a, dtype=acc)
@@ -150,8 +156,10 @@ def hinge(
     """The kernel contract (DESIGN.md §5) on CuPy arrays or torch CUDA tensors.
 
     ``loss_raw`` is float32 (float64 for float64 scores), ``grad_raw`` has the scores' dtype;
-    results are arrays of the scores' framework. ``grad_scale`` (N,) multiplies each gradient
-    row inside the kernel.
+    results are arrays of the scores' framework, on the scores' device. ``grad_scale`` (N,) or a
+    number multiplies each gradient row inside the kernel, in float32 before the gradient is
+    rounded to a half dtype. A raw half gradient (no scale) is what the dtype can hold: float16
+    overflows to −inf for a positive with more than 65504 negatives above it.
 
     ``t`` (N, K) int32 or int64 may hold any values: the kernel checks them (one pass over the
     K entries of each row, int64 compared as 64-bit), so the caller need not. A row with any

@@ -2,7 +2,9 @@
 
 Runs on torch CUDA tensors (CuPy arrays are viewed as torch tensors through DLPack, zero
 copy), and on torch CPU tensors when ``TRITON_INTERPRET=1`` (Triton's interpreter; that is how
-CI tests it without a GPU). Kernels go on torch's current stream; nothing here synchronises.
+CI tests it without a GPU). Kernels run on the scores' device (made current around the launch:
+a tensor on cuda:1 runs on cuda:1 whichever device is current) and go on torch's current
+stream of that device; nothing here synchronises.
 
 Launch heuristics (one program per sample, the whole row looped over in chunks):
 
@@ -14,9 +16,14 @@ Launch heuristics (one program per sample, the whole row looped over in chunks):
 * ``BLOCK_C`` (classes per chunk) = the next power of two >= C, clamped to [128, 1024]
   (512 for float64): wide enough to stream a row at full bandwidth, small enough to keep the
   per-lane state in registers.
-* ``num_warps`` = 4 up to 512 classes per chunk, 8 above.
+* ``num_warps`` = 4 up to 512 classes per chunk, 8 above; ``maxnreg`` = the registers per
+  thread that keep two programs on an SM (128 at 8 warps, 255 at 4). Without it ptxas spilled
+  to local memory to reach an occupancy of its own choosing; with it no variant spills
+  (tests/tools/compile_triton.py checks every specialisation the launcher produces).
 * Scratch per row: a bitmap of positives (C/32 int32 words) and a tile's sorted thresholds and
-  prefix sums (about 5·BLOCK_T words); nothing of size N·T·C.
+  prefix sums (about 5·BLOCK_T words); for float16/bfloat16 gradients with K > BLOCK_T also a
+  float32 row of C (N·C·4 bytes in all) in which the tiles' contributions are summed before
+  one rounding to the half dtype; nothing of size N·T·C.
 """
 
 from __future__ import annotations
@@ -182,8 +189,11 @@ def hinge(
 ) -> tuple[Any, Any | None]:
     """The kernel contract (DESIGN.md §5) on torch CUDA tensors or CuPy arrays (or torch CPU
     tensors under ``TRITON_INTERPRET=1``). ``loss_raw`` is float32 (float64 for float64
-    scores); ``grad_raw`` has the scores' dtype. ``grad_scale`` (N,), if given, multiplies each
-    gradient row inside the kernel (autograd's grad_output, without another pass over C).
+    scores); ``grad_raw`` has the scores' dtype. ``grad_scale`` (N,) or a number, if given,
+    multiplies each gradient row inside the kernel (autograd's grad_output, value_and_grad's
+    1/C or 1/(N·C), without another pass over C), in float32 before the gradient is rounded to
+    a half dtype. A raw half gradient (no scale) is what the dtype can hold: float16 overflows
+    to −inf for a positive with more than 65504 negatives above it.
 
     ``t`` (N, K) int32 or int64 may hold any values: the kernel checks them (one pass over the
     K entries of each row, int64 compared as 64-bit), so the caller need not. A row with any
