@@ -11,10 +11,11 @@ each call; ``/tmp``-style scripts reproduced by ``python -m benchmarks.multilabe
   over classes, no sort, no search, ~0.16 ns per (slot, class) pair); above it the sorted
   O(C log T) search wins. Measured direct / sorted time at C = 4000: 0.69 at T = 32, 0.95 at
   48, 1.09 at 64, 1.77 at 128 (at C = 1000: 0.83, 0.97, 1.27 at T = 48, 64, 128).
-* Threads: rows go to the shared pool (``_threads``) in blocks of about ``BLOCK_WORK``
-  element-operations (C·min(K, 56) per row for the direct loop, C·log2(K) for the search);
-  smaller problems run on the calling thread, where a pool round trip (~40 µs) would cost more
-  than it saves.
+* Threads: rows go to the shared pool (``_threads``) in blocks of about ``BLOCK_WORK`` = 0.5 ms
+  of estimated single-thread work (``_work_per_row``); smaller problems run on the calling
+  thread. Measured on 2 cores, fresh rows: a pool round trip costs ~0.1 ms, so two threads
+  lose below ~0.5 ms of work (0.5x at (256, 1000, 5) = 0.3 ms) and win above ~1 ms (1.8x at
+  (1024, 1000, 5) = 1.4 ms, 1.75x at (64, 4000, 200) = 3 ms, 1.96x at (256, 4000, 200)).
 
 The kernel is compiled on first use per (score dtype, target dtype) and cached on disk
 (Numba's ``cache=True``: next to the kernel source, or in ``NUMBA_CACHE_DIR``); later
@@ -36,7 +37,7 @@ from . import _threads
 __all__ = ["hinge", "hinge_numpy", "launch"]
 
 DIRECT_MAX = 56
-BLOCK_WORK = 1 << 20
+BLOCK_WORK = 500_000  # ns of estimated single-thread work per pool task
 
 _KERNELS: ModuleType | None = None
 _EMPTY = np.empty(0, np.float64)
@@ -71,8 +72,15 @@ def _kernels() -> ModuleType:
 
 
 def _work_per_row(c: int, k: int) -> int:
-    slots = max(k, 1)
-    return c * (slots if slots <= DIRECT_MAX else max(1, slots.bit_length()))
+    """Estimated single-thread time of one row in nanoseconds (measured rates of the two
+    paths: ~0.15 ns per (slot, class) pair plus ~0.6 ns per class for the direct loop, ~1.2 ns
+    per search level plus ~2 ns per class for the sorted search). T is not known before the
+    row is read: K target columns stand for it, except in PyTorch's (N, C) layout (K ≥ C/2),
+    mostly -1 padding, where rows are taken to have a few (8) positives."""
+    slots = min(max(k, 1), 8) if 2 * k >= c else max(k, 1)
+    if slots <= DIRECT_MAX:
+        return int(c * (0.15 * slots + 0.6)) + 1
+    return int(c * (1.2 * slots.bit_length() + 2.0)) + 1
 
 
 def hinge_numpy(
