@@ -468,8 +468,8 @@ import numpy as np
 import xmargin
 from xmargin.backends import _threads
 
-x = np.random.default_rng(0).normal(size=(64, 4096))
-t = np.random.default_rng(1).integers(-1, 4096, size=(64, 8))
+x = np.random.default_rng(0).normal(size=(512, 4096))  # several pool tasks for either
+t = np.random.default_rng(1).integers(0, 4096, size=(512, 8))
 backend = sys.argv[1]
 want = float(xmargin.multilabel_margin_loss(x, t, backend=backend))
 assert _threads._POOL is not None  # several blocks ran on the pool
