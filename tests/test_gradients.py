@@ -194,3 +194,21 @@ def test_retained_graph_gives_the_same_gradient_twice():
                 x.detach().numpy(), t.numpy(), p=p, reduction=reduction
             )
             assert_close(first, g, rtol=1e-12, atol=1e-15, what=f"p={p} {reduction}")
+
+
+def test_retained_graph_after_an_inplace_change_raises():
+    """The first backward hands the kernel's gradient to autograd and a second one computes it
+    again; if the input changed in place meanwhile, that raises (as autograd does for a
+    modified saved tensor) instead of giving the gradient at the new values."""
+    x = _x(4, 6, seed=3)
+    t = torch.tensor([[0, 2, -1], [1, -1, -1], [5, 4, 3], [0, -1, -1]])
+    leaf = x.detach().clone().requires_grad_()
+    base = leaf * 1.0  # a non-leaf, which may be changed in place
+    loss = xmargin.multilabel_margin_loss(base, t)
+    loss.backward(retain_graph=True)
+    first = leaf.grad.clone()
+    with torch.no_grad():
+        base.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    assert torch.equal(leaf.grad, first)

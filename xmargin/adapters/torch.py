@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .._errors import XMarginTypeError
-from ..backends import resolve as _resolve
+from ..backends._registry import numba_serves as _numba_serves
 
 Core = Callable[..., tuple[Any, Any]]
 
@@ -364,6 +364,7 @@ def needs_autodiff(x: torch.Tensor) -> bool:
 
 
 _FAST_SCORES = (torch.float32, torch.float64)
+_NP_SCORES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 class _FastHingeLoss(torch.autograd.Function):
@@ -380,18 +381,21 @@ class _FastHingeLoss(torch.autograd.Function):
         grad = torch.empty((n, c), dtype=x.dtype) if want else None
         loss_np = launch(x.detach().numpy(), t.numpy(), margin, p, factor,
                          None if grad is None else grad.numpy())  # fmt: skip
-        value = _reduce_rows_numpy(loss_np, c, reduction)
         if want:
-            # an intermediate (the gradient) and a reference kept only for a create_graph
-            # guard (x's values are never read) go on ctx as attributes, which is cheaper
-            # than saved variables and allowed for tensors that are not saved for their values
-            ctx.reduction, ctx.grad, ctx.x = reduction, grad, x
+            # the gradient, and what a second backward through a retained graph needs to
+            # compute it again, go on ctx as attributes (x's values are not saved: the
+            # version counter below guards a recomputation)
+            ctx.grad, ctx.reduction, ctx.x, ctx.t = grad, reduction, x, t
+            ctx.args = (margin, p, factor, launch)
+            ctx.version = x._version
         if reduction == "none":
-            nan = bool(np.isnan(value).any())
+            value = loss_np / c
             out = torch.from_numpy(value).to(x.dtype)
+            nan = bool(np.isnan(value).any())
         else:
+            value = _reduce_rows_numpy(loss_np, c, reduction)
+            out = torch.from_numpy(np.array(value, dtype=_NP_SCORES[x.dtype]))
             nan = value != value
-            out = torch.full((), value, dtype=x.dtype)
         if nan:  # a NaN score, or (the kernel contract) a target outside [-1, C)
             from .._config import check_values_enabled
 
@@ -407,15 +411,32 @@ class _FastHingeLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         grad, x = ctx.grad, ctx.x
+        if grad is None:  # a second backward through a retained graph: compute it again
+            grad = _FastHingeLoss._again(ctx)
         if ctx.reduction == "none":
             out = grad * grad_out.unsqueeze(-1)
         elif grad_out.item() == 1.0:  # loss.backward(): the kernel's gradient is final
-            out = grad  # (autograd clones it if the graph is kept: it is never modified)
+            # handed over, so that autograd can keep it as x.grad instead of copying it
+            out, ctx.grad = grad, None
         else:
             out = grad * grad_out
         if torch.is_grad_enabled():  # create_graph: a second derivative must raise, not be 0
             out = _NoSecondDerivative.apply(out, x)
         return out, None, None, None, None, None, None
+
+    @staticmethod
+    def _again(ctx) -> torch.Tensor:
+        x = ctx.x
+        if x._version != ctx.version:  # what autograd says of a modified saved tensor
+            raise RuntimeError(
+                "multilabel_margin_loss: one of the variables needed for gradient computation "
+                "has been modified by an inplace operation: the input of the loss is at "
+                f"version {x._version}; expected version {ctx.version} instead"
+            )
+        margin, p, factor, launch = ctx.args
+        grad = torch.empty(x.shape, dtype=x.dtype)
+        launch(x.detach().numpy(), ctx.t.numpy(), margin, p, factor, grad.numpy())
+        return grad
 
 
 def fast_multilabel_margin_loss(
@@ -432,8 +453,8 @@ def fast_multilabel_margin_loss(
         and target.dtype is torch.int64
         and input.dim() == 2
         and target.dim() == 2
-        and input.device.type == "cpu"
-        and target.device.type == "cpu"
+        and input.is_cpu
+        and target.is_cpu
         and input.shape[0] == target.shape[0]
         and input.shape[1] > 0
         and (reduction == "mean" or reduction == "sum" or reduction == "none")
@@ -449,7 +470,7 @@ def fast_multilabel_margin_loss(
         return None
     if not (input.is_contiguous() and target.is_contiguous()):
         return None
-    if _resolve(backend, input).name != "numba":  # (a bad backend= raises its error here)
+    if not _numba_serves(backend, input):  # (a bad backend= raises its error here)
         return None
     want = input.requires_grad and torch.is_grad_enabled()  # (needs_input_grad ignores no_grad)
     return _FastHingeLoss.apply(input, target, float(margin), p, reduction, _launch_plain, want)

@@ -19,6 +19,12 @@ HingeFn = Callable[..., tuple[Any, Any]]
 Reason = str | None  # None: usable; otherwise why not
 
 _ENV = "XMARGIN_BACKEND"
+# os.environ's own mapping, where a membership test costs a dict lookup (os.environ's
+# __contains__ goes through __getitem__ and a KeyError; that is a fair share of a small call)
+_ENV_DATA: Any = getattr(os.environ, "_data", None)
+_ENV_KEY: Any = os.environ.encodekey(_ENV) if hasattr(os.environ, "encodekey") else _ENV
+if not isinstance(_ENV_DATA, dict):
+    _ENV_DATA, _ENV_KEY = os.environ, _ENV
 _SCOPED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "xmargin_backend", default=None
 )
@@ -208,7 +214,8 @@ def _add_builtin(backend: Backend) -> None:
 
 
 def _numba_status() -> Reason:
-    return importlib.import_module("xmargin.backends.numba").status()
+    module = sys.modules.get("xmargin.backends.numba")  # (import_module costs a small call)
+    return (module or importlib.import_module("xmargin.backends.numba")).status()
 
 
 def _numba_supports(x: Any) -> Reason:
@@ -470,6 +477,18 @@ def _automatic(x: Any) -> str:
     return name
 
 
+def numba_serves(backend: str | None, x: Any) -> bool:
+    """Whether the numba backend computes the hinge for ``x``, a torch CPU tensor (the torch
+    fast path's question, answered from the cache of automatic choices when nothing is
+    requested); a bad explicit request raises as in :func:`resolve`."""
+    if backend is None and _SCOPED.get() is None and _ENV_KEY not in _ENV_DATA:
+        name = _AUTO_CACHE.get((type(x), "cpu"))
+        return (name or _automatic(x)) == "numba"
+    if backend == "numba" and _REGISTRY["numba"].reason(x) is None:
+        return True  # (an explicit request the numba backend can serve: no message to build)
+    return resolve(backend, x).name == "numba"
+
+
 def choice(backend: str | None) -> tuple[str | None, str]:
     """The explicitly requested backend name, if any, and where the request came from."""
     if backend is not None:
@@ -486,7 +505,7 @@ def choice(backend: str | None) -> tuple[str | None, str]:
 def resolve(backend: str | None, x: Any, fn: str = "multilabel_margin_loss") -> Backend:
     """The backend for scores ``x``, honouring ``backend``, :func:`use_backend` and
     ``XMARGIN_BACKEND`` in that order, else automatic dispatch."""
-    if backend is None and _SCOPED.get() is None and _ENV not in os.environ:
+    if backend is None and _SCOPED.get() is None and _ENV_KEY not in _ENV_DATA:
         return _REGISTRY[_automatic(x)]  # the common case, without building a message
     name, source = choice(backend)
     if name is None:

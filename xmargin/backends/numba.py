@@ -208,8 +208,18 @@ def hinge(
     )
 
 
+_STATUS: list[str | None] = []
+
+
 def status() -> str | None:
-    """None when Numba imports here, else why not (dispatch then falls back to reference)."""
+    """None when Numba imports here, else why not (dispatch then falls back to reference).
+    Found once per process (a package lookup costs more than a small call)."""
+    if not _STATUS:
+        _STATUS.append(_status())
+    return _STATUS[0]
+
+
+def _status() -> str | None:
     if importlib.util.find_spec("numba") is None:
         return "numba is not installed (pip install numba); using reference instead"
     try:

@@ -77,14 +77,13 @@ def multilabel_margin_loss(
     """
     if (
         weight is None
-        and backend is None
         and size_average is None
         and reduce is None
         and (is_torch(input))
     ):
         from ..adapters.torch import fast_multilabel_margin_loss
 
-        out = fast_multilabel_margin_loss(input, target, reduction, margin, p)
+        out = fast_multilabel_margin_loss(input, target, reduction, margin, p, backend)
         if out is not None:
             return out
     return _multilabel_margin_loss(
