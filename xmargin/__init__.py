@@ -39,6 +39,16 @@ from .modules import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # the framework adapters, imported on first use (xmargin.nn imports torch, xmargin.keras
+    # imports keras): ``import xmargin`` stays framework-free
+    if name in ("nn", "keras"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "HingeEmbeddingLoss",
     "MarginRankingLoss",
