@@ -14,7 +14,8 @@ default. Timings: ``torch.utils.benchmark.Timer`` blocks, the implementations in
 by block over several rounds, three seeds rotated call by call; median over rounds, min–max.
 Then the goals table (fwd+bwd, numba[1 thread] vs torch[1 thread]).
 
-Writes ``benchmarks/results/<machine>[-quick].csv`` (rows keyed by device, run, backend, loss,
+Writes ``benchmarks/output/<machine>[-quick].csv`` (``benchmarks/results/``, the committed
+results, with ``--save``; rows keyed by device, run, backend, loss,
 case, shape and mode; each with its provenance: versions, commit, threads, machine, UTC time),
 a Markdown report (provenance, goals, every row) and a PNG of time vs T (log-log, one line per
 implementation) next to it.
@@ -26,7 +27,7 @@ import argparse
 import sys
 import time
 
-from ._common import RESULTS, default_threads, machine_name, print_table, provenance, write_csv
+from ._common import default_threads, machine_name, out_dir, print_table, provenance, write_csv
 
 KEY = ("device", "run", "backend", "loss", "case", "N", "C", "T", "mode")
 
@@ -138,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", "--repeats", type=int, dest="rounds",
                         help="interleaved rounds per implementation (at least 3 seeds: 3)")  # fmt: skip
     parser.add_argument("--no-save", action="store_true", help="print only")
+    parser.add_argument("--save", action="store_true",
+                        help="write to benchmarks/results (committed) instead of "
+                        "benchmarks/output (ignored by git)")  # fmt: skip
     parser.add_argument("--model", action="store_true",
                         help="with --device cuda: the roofline model of every GPU shape (an "
                         "estimate; beside the measured times when a GPU is present)")  # fmt: skip
@@ -223,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(goal_lines))
     if not args.no_save:
         stem = name if run == "full" else f"{name}-quick"
-        write_csv(RESULTS / f"{stem}.csv", rows, key=KEY, require="git_commit")
-        _markdown(rows, goal_lines if len(goal_lines) > 2 else [], header, RESULTS / f"{stem}.md")
+        where = out_dir(args.save)
+        write_csv(where / f"{stem}.csv", rows, key=KEY, require="git_commit")
+        _markdown(rows, goal_lines if len(goal_lines) > 2 else [], header, where / f"{stem}.md")
         saved = [f"{stem}.csv", f"{stem}.md"]
-        if plot(rows, sweep, RESULTS / f"{stem}.png", f"multilabel_margin_loss on {name}"):
+        if plot(rows, sweep, where / f"{stem}.png", f"multilabel_margin_loss on {name}"):
             saved.append(f"{stem}.png")
-        print("wrote " + ", ".join(f"benchmarks/results/{s}" for s in saved))
+        print("wrote " + ", ".join(f"benchmarks/{where.name}/{s}" for s in saved))
     print(f"took {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -24,7 +24,19 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # committed: written with --save
+OUTPUT = Path(__file__).resolve().parent / "output"  # git-ignored: every other run
+
+
+def out_dir(save: bool) -> Path:
+    """Where a run writes its tables and plots: ``benchmarks/results`` (committed) with
+    ``--save``, else ``benchmarks/output`` (ignored by git), so that ``make demo`` leaves the
+    committed results alone."""
+    path = RESULTS if save else OUTPUT
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 THREADS_ENV = "XMARGIN_NUM_THREADS"
 # the provenance columns of every result row (and the .md header)
 PROVENANCE = ("xmargin_version", "git_commit", "torch_version", "numba_version",

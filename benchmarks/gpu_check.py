@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     status = _run([py, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"], env)
     if args.no_bench:
         return status
-    bench = [py, "-m", "benchmarks", "--device", "cuda"]
+    bench = [py, "-m", "benchmarks", "--device", "cuda", "--save"]
     gpu = [py, "-m", "benchmarks.multilabel_hinge_gpu"]
     if args.quick:
         gpu += ["--shapes", "4096,4096,64", "4096,32768,16"]

@@ -12,11 +12,13 @@ framework present: NumPy (gradients from ``xmargin.value_and_grad``, backpropaga
 torch (autograd through xmargin's op) and CuPy on a GPU. Same initial weights, same batches,
 same hyper-parameters everywhere.
 
-Reported on the test set: ranking loss (fraction of (positive, negative) label pairs ordered
-wrongly, ties counting half), coverage error (how deep in the ranking one must go to cover all
-true labels, sklearn's definition), precision@1/3/5, and Hamming loss with a label predicted
-when its score is > 0 (probability > 0.5 for the logistic loss). Output: a table, a PNG of the
-learning curves (test ranking loss per epoch) and ``benchmarks/results/train-<machine>.*``.
+Reported on the test set, by scikit-learn's definitions: label ranking loss (the fraction of
+(true, false) label pairs ordered wrongly, a tie counting as wrong), coverage error (how deep
+in the ranking one must go to cover all true labels) and Hamming loss with a label predicted
+when its score is > 0 (probability > 0.5 for the logistic loss); and precision@1/3/5
+(:func:`xmargin.metrics.precision_at_k`, ties to the lower class index). Output: a table, a
+PNG of the learning curves (test ranking loss per epoch) and ``train-<machine>[-quick].*`` in
+``benchmarks/output`` (``benchmarks/results`` with ``--save``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import RESULTS, machine_name, print_table, write_csv
+from ._common import machine_name, out_dir, print_table, write_csv
 from .data import Dataset, load, split
 
 HIDDEN = 64
@@ -43,46 +45,29 @@ LOSSES = {"margin": "multilabel_margin_loss", "soft": "multilabel_soft_margin_lo
 # metrics (NumPy, on the test set)
 # --------------------------------------------------------------------------------------------
 def ranking_loss(scores: np.ndarray, Y: np.ndarray) -> float:
-    """Mean over samples with both kinds of labels of the fraction of (pos, neg) pairs with
-    s_neg > s_pos (ties count one half)."""
-    total, counted = 0.0, 0
-    for s, y in zip(scores, Y.astype(bool), strict=True):
-        pos, neg = s[y], np.sort(s[~y])
-        if len(pos) == 0 or len(neg) == 0:
-            continue
-        above = len(neg) - np.searchsorted(neg, pos, side="right")
-        ties = np.searchsorted(neg, pos, side="right") - np.searchsorted(neg, pos, side="left")
-        total += (above.sum() + 0.5 * ties.sum()) / (len(pos) * len(neg))
-        counted += 1
-    return total / max(counted, 1)
+    """scikit-learn's label ranking loss: per sample, the fraction of (true, false) label
+    pairs with the false one scored at least as high (a tie counts as wrong); samples with no
+    such pair count 0."""
+    from sklearn.metrics import label_ranking_loss
 
-
-def coverage_error(scores: np.ndarray, Y: np.ndarray) -> float:
-    """Mean over samples of #{labels scored >= the lowest-scored true label}."""
-    out = []
-    for s, y in zip(scores, Y.astype(bool), strict=True):
-        if y.any():
-            out.append(int((s >= s[y].min()).sum()))
-    return float(np.mean(out)) if out else 0.0
-
-
-def precision_at(scores: np.ndarray, Y: np.ndarray, k: int) -> float:
-    top = np.argsort(-scores, axis=1)[:, :k]
-    return float(np.take_along_axis(Y, top, axis=1).mean())
-
-
-def hamming_loss(scores: np.ndarray, Y: np.ndarray, threshold: float = 0.0) -> float:
-    return float(((scores > threshold) != Y.astype(bool)).mean())
+    return float(label_ranking_loss(Y, scores))
 
 
 def metrics(scores: np.ndarray, Y: np.ndarray) -> dict[str, float]:
+    """The test-set metrics: scikit-learn's ranking loss, coverage error and Hamming loss (a
+    label predicted where its score is > 0), xmargin's precision@k (scikit-learn has none for
+    multi-label indicator targets)."""
+    from sklearn.metrics import coverage_error, hamming_loss
+
+    from xmargin.metrics import precision_at_k
+
     return {
         "ranking_loss": ranking_loss(scores, Y),
-        "coverage": coverage_error(scores, Y),
-        "p@1": precision_at(scores, Y, 1),
-        "p@3": precision_at(scores, Y, 3),
-        "p@5": precision_at(scores, Y, 5),
-        "hamming@0": hamming_loss(scores, Y),
+        "coverage": float(coverage_error(Y, scores)),
+        "p@1": float(precision_at_k(scores, Y, 1)),
+        "p@3": float(precision_at_k(scores, Y, 3)),
+        "p@5": float(precision_at_k(scores, Y, 5)),
+        "hamming@0": float(hamming_loss(Y.astype(bool), scores > 0)),
     }
 
 
@@ -264,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="epochs for every data set")
     parser.add_argument("--datasets", nargs="*", default=["CAL500", "bibtex"])
     parser.add_argument("--frameworks", nargs="*", help="numpy, torch, torch-cuda, cupy")
-    parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--no-save", action="store_true", help="print only")
+    parser.add_argument("--save", action="store_true",
+                        help="write to benchmarks/results (committed) instead of "
+                        "benchmarks/output (ignored by git)")  # fmt: skip
     args = parser.parse_args(argv)
 
     fws = frameworks(args.frameworks)
@@ -309,18 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         name = machine_name("cpu")
         stem = f"train-{name}" + ("-quick" if args.quick else "")
-        write_csv(RESULTS / f"{stem}.csv", rows, key=("dataset", "model", "loss", "framework"))
+        where = out_dir(args.save)
+        write_csv(where / f"{stem}.csv", rows, key=("dataset", "model", "loss", "framework"))
         lines = ["| data | model | loss | framework | s/epoch | ranking loss | coverage | p@1 | p@3 | p@5 | Hamming (score > 0) |",
                  "|" + "---|" * 11]  # fmt: skip
         for r in rows:
             lines.append(f"| {r['dataset']} | {r['model']} | {r['loss']} | {r['framework']} | "
                          f"{r['s_per_epoch']:.3f} | {r['ranking_loss']:.4f} | {r['coverage']:.1f} | "
                          f"{r['p@1']:.3f} | {r['p@3']:.3f} | {r['p@5']:.3f} | {r['hamming@0']:.4f} |")  # fmt: skip
-        (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+        (where / f"{stem}.md").write_text("\n".join(lines) + "\n")
         saved = [f"{stem}.csv", f"{stem}.md"]
-        if plot(curves, RESULTS / f"{stem}.png"):
+        if plot(curves, where / f"{stem}.png"):
             saved.append(f"{stem}.png")
-        print("wrote " + ", ".join(f"benchmarks/results/{s}" for s in saved))
+        print("wrote " + ", ".join(f"benchmarks/{where.name}/{s}" for s in saved))
     return 0
 
 

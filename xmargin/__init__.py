@@ -43,7 +43,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # the framework adapters, imported on first use (xmargin.nn imports torch, xmargin.keras
     # imports keras): ``import xmargin`` stays framework-free
-    if name in ("nn", "keras"):
+    if name in ("nn", "keras", "metrics"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
