@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+from collections.abc import Sequence
 
 PACKAGES = [
     ("numpy", "numpy"),
@@ -55,7 +56,7 @@ def _devices() -> list[tuple[str, str]]:
     return rows
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for r in rows:

@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 import sys
+import types
 import warnings
 from typing import Any
 
@@ -30,8 +31,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """Warn, attributing the warning to the first caller outside xmargin."""
     level, frame = 1, sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
-        level, frame = level + 1, frame.f_back
+    here: types.FrameType | None = frame
+    while here is not None and os.path.abspath(here.f_code.co_filename).startswith(_PACKAGE_DIR):
+        level, here = level + 1, here.f_back
     warnings.warn(message, category, stacklevel=level + 1)
 
 
@@ -84,7 +86,7 @@ def check_real(fn: str, name: str, value: Any) -> float:
 
 def check_p(fn: str, p: Any) -> int:
     if isinstance(p, numbers.Real) and not isinstance(p, bool) and p in (1, 2):
-        return int(p)
+        return 1 if p == 1 else 2
     if isinstance(p, bool) and p:  # PyTorch accepts p=True as 1
         return 1
     raise XMarginValueError(
@@ -353,7 +355,11 @@ def native(a: Any) -> Any:
     ``'>f8'`` on a little-endian machine); anything else as it is. Dtype rules compare dtypes
     with ``==``, which a byte-swapped float64 fails, and DLPack refuses byte-swapped arrays."""
     dt = getattr(a, "dtype", None)
-    if getattr(dt, "byteorder", "=") in "=|" or type(a).__module__.split(".")[0] != "numpy":
+    if (
+        dt is None
+        or getattr(dt, "byteorder", "=") in "=|"
+        or type(a).__module__.split(".")[0] != "numpy"
+    ):
         return a
     return a.astype(dt.newbyteorder("="))
 

@@ -54,7 +54,7 @@ def run_backend(
     margin: float,
     p: int,
     want_grad: bool,
-    grad_scale: torch.Tensor | None = None,
+    grad_scale: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The registered backend's hinge on torch tensors: loss_raw (N,) in float32/64 and, if
     wanted, grad_raw (N, C) in x's dtype, scaled per row by ``grad_scale`` (N,) if given."""
@@ -65,9 +65,9 @@ def run_backend(
     kw = {"margin": margin, "p": p, "weight": weight, "want_grad": want_grad}
     scaled_inside = grad_scale is not None and want_grad and chosen.scales_grad
     if scaled_inside:
-        if not isinstance(grad_scale, torch.Tensor) and chosen.name != "numba":
+        if isinstance(grad_scale, (int, float)) and chosen.name != "numba":
             # the GPU kernels take a per-row factor: a constant one, expanded (no copy)
-            grad_scale = torch.full((1,), grad_scale, dtype=accumulation_dtype(x.dtype),
+            grad_scale = torch.full((1,), float(grad_scale), dtype=accumulation_dtype(x.dtype),
                                     device=x.device).expand(x.shape[0])  # fmt: skip
         kw["grad_scale"] = grad_scale
     loss, grad = hinge(x, t, **kw)

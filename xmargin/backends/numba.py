@@ -53,6 +53,8 @@ def load_kernels(stem: str) -> ModuleType:
     if module is None:
         path = kernels_dir() / "numba" / f"{stem}.py"
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"xmargin: cannot load the Numba kernels from {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:

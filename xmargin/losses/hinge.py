@@ -232,7 +232,7 @@ def _hinge_embedding_fast(
     def run() -> tuple:
         loss, loss_np = te.empty(shape, input.dtype)
         grad, grad_np = te.empty(shape, input.dtype) if want or autograd else (None, None)
-        kernel(loss_np.reshape(-1), None if grad is None else grad_np.reshape(-1))
+        kernel(loss_np.reshape(-1), None if grad_np is None else grad_np.reshape(-1))
         return te.reduce(loss, red), grad, None
 
     if not autograd:

@@ -203,7 +203,7 @@ def _multi_margin_fast(
         loss_raw = kernel(grad)
         loss, _ = finish(np, loss_raw, None, c=c, reduction=red, matrix_out=matrix_out,
                          input=input)  # fmt: skip
-        return loss, ((grad.reshape(tuple(input.shape)),) if want else ())
+        return loss, ((grad.reshape(tuple(input.shape)),) if grad is not None else ())
 
     autograd = not want and te.needs_grad(input)
 

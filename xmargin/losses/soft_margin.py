@@ -202,8 +202,8 @@ def _soft_margin_kernel(x: Any, y: Any, loss: Any, grad: Any, scale: float) -> b
     g = grad if want else no_grad(np, x.dtype, 1)
     # float32 in float32 arithmetic (its scale too), float64 in float64
     f32 = x.dtype == np.float32
-    kernel, scale = (k.soft_margin32, np.float32(scale)) if f32 else (k.soft_margin, scale)
-    counts = launch(lambda i0, i1: kernel(x, y, loss, g, scale, want, i0, i1), x.size, BLOCK)
+    kernel, factor = (k.soft_margin32, np.float32(scale)) if f32 else (k.soft_margin, scale)
+    counts = launch(lambda i0, i1: kernel(x, y, loss, g, factor, want, i0, i1), x.size, BLOCK)
     return x.size > 0 and sum(c[0] for c in counts) == x.size and sum(c[1] for c in counts) > 0
 
 
@@ -241,7 +241,7 @@ def _soft_margin_fast(input: Array, target: Array, shape: tuple, red: str, want:
         loss, loss_np = te.empty(shape, input.dtype)
         grad, grad_np = te.empty(shape, input.dtype) if want or autograd else (None, None)
         if _soft_margin_kernel(x.reshape(-1), y.reshape(-1), loss_np.reshape(-1),
-                               None if grad is None else grad_np.reshape(-1), scale):  # fmt: skip
+                               None if grad_np is None else grad_np.reshape(-1), scale):  # fmt: skip
             _warn_01(fn)
         return te.reduce(loss, red), grad, None
 
@@ -307,14 +307,14 @@ def _multilabel_soft_margin_fast(
         grad = np.empty((rows, c), x.dtype) if want else None
         kernel(loss, grad)
         out = apply_reduction(np, loss.reshape(shape[:-1]), red)
-        return out, ((grad.reshape(shape),) if want else ())
+        return out, ((grad.reshape(shape),) if grad is not None else ())
 
     autograd = not want and te.needs_grad(input)
 
     def run() -> tuple:
         loss, loss_np = te.empty(shape[:-1], input.dtype)
         grad, grad_np = te.empty(shape, input.dtype) if want or autograd else (None, None)
-        kernel(loss_np.reshape(rows), None if grad is None else grad_np.reshape(rows, c))
+        kernel(loss_np.reshape(rows), None if grad_np is None else grad_np.reshape(rows, c))
         return te.reduce(loss, red), grad, None
 
     if not autograd:
