@@ -247,3 +247,25 @@ def test_info_command():
     assert "usable" in out
     usage = subprocess.run([sys.executable, "-m", "xmargin"], capture_output=True, text=True)
     assert usage.returncode == 2 and "info" in usage.stdout
+
+
+def test_info_json():
+    import json
+
+    result = subprocess.run([sys.executable, "-m", "xmargin", "info", "--json"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["xmargin"] == xmargin.__version__
+    assert data["packages"]["numpy"] == np.__version__
+    assert [b["name"] for b in data["backends"]] == [s.name for s in xmargin.backends.explain()]
+    usable = {b["name"]: b["usable"] for b in data["backends"]}
+    assert usable["reference"] is True and usable["numba"] is True
+    assert set(data["cuda"]) == {"driver", "runtime", "nvrtc", "torch_cuda"}
+    assert data["devices"][0]["device"] == "cpu"
+    for d in data["devices"][1:]:  # CUDA devices carry their compute capability
+        assert (
+            "compute_capability" in d
+            or "could not" in d["description"]
+            or "no CUDA" in d["description"]
+        )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
+import json
 import os
 import platform
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 PACKAGES = [
     ("numpy", "numpy"),
@@ -19,6 +22,7 @@ PACKAGES = [
     ("cupy", "cupy"),
     ("jax", "jax"),
     ("dask", "dask"),
+    ("keras", "keras"),
 ]
 CUPY_DISTRIBUTIONS = ("cupy", "cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x")
 
@@ -33,27 +37,68 @@ def _version(dist: str) -> str | None:
     return None
 
 
-def _devices() -> list[tuple[str, str]]:
-    """(device, description) for every device a framework installed here can see."""
-    rows = [("cpu", f"{os.cpu_count()} cores, {platform.machine()} {platform.processor()}".strip())]
+def _cuda_version(code: int) -> str:
+    """CUDA's integer versions (12040) as text (12.4)."""
+    return f"{code // 1000}.{code % 1000 // 10}"
+
+
+def _devices() -> list[dict[str, Any]]:
+    """Every device a framework installed here can see: name, description and, for CUDA
+    devices, compute capability and memory."""
+    rows: list[dict[str, Any]] = [{
+        "device": "cpu", "framework": "numpy",
+        "description": f"{os.cpu_count()} cores, {platform.machine()} {platform.processor()}".strip(),
+    }]  # fmt: skip
     if _version("torch"):
         try:
             torch = importlib.import_module("torch")
             for i in range(torch.cuda.device_count()):
-                rows.append((f"cuda:{i} (torch)", torch.cuda.get_device_name(i)))
+                props = torch.cuda.get_device_properties(i)
+                rows.append({"device": f"cuda:{i}", "framework": "torch",
+                             "description": props.name,
+                             "compute_capability": f"{props.major}.{props.minor}",
+                             "memory_gib": round(props.total_memory / 2**30, 1)})  # fmt: skip
         except Exception as exc:  # a broken install should not break `info`
-            rows.append(("torch", f"could not query CUDA: {type(exc).__name__}: {exc}"))
+            rows.append({"device": "cuda", "framework": "torch",
+                         "description": f"could not query CUDA: {type(exc).__name__}: {exc}"})  # fmt: skip
     if _version("cupy"):
         try:
             cupy = importlib.import_module("cupy")
             for i in range(cupy.cuda.runtime.getDeviceCount()):
-                name = cupy.cuda.runtime.getDeviceProperties(i)["name"]
-                rows.append(
-                    (f"cuda:{i} (cupy)", name.decode() if isinstance(name, bytes) else name)
-                )
+                props = cupy.cuda.runtime.getDeviceProperties(i)
+                name = props["name"]
+                rows.append({"device": f"cuda:{i}", "framework": "cupy",
+                             "description": name.decode() if isinstance(name, bytes) else name,
+                             "compute_capability": f"{props['major']}.{props['minor']}",
+                             "memory_gib": round(props["totalGlobalMem"] / 2**30, 1)})  # fmt: skip
         except Exception as exc:
-            rows.append(("cupy", f"no CUDA device ({type(exc).__name__})"))
+            rows.append({"device": "cuda", "framework": "cupy",
+                         "description": f"no CUDA device ({type(exc).__name__})"})  # fmt: skip
     return rows
+
+
+def _cuda() -> dict[str, str | None]:
+    """CUDA driver, runtime and NVRTC versions where an installed framework can tell (None
+    where not: no driver, no CUDA build)."""
+    out: dict[str, str | None] = {"driver": None, "runtime": None, "nvrtc": None,
+                                  "torch_cuda": None}  # fmt: skip
+    if _version("cupy"):
+        try:
+            runtime = importlib.import_module("cupy").cuda.runtime
+            driver = runtime.driverGetVersion()
+            out["driver"] = _cuda_version(driver) if driver else None  # 0: no driver
+            out["runtime"] = _cuda_version(runtime.runtimeGetVersion())
+        except Exception:
+            pass
+        try:
+            major, minor = importlib.import_module("cupy").cuda.nvrtc.getVersion()
+            out["nvrtc"] = f"{major}.{minor}"
+        except Exception:
+            pass
+    if _version("torch"):
+        with contextlib.suppress(Exception):
+            out["torch_cuda"] = importlib.import_module("torch").version.cuda
+    return out
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:
@@ -65,55 +110,77 @@ def _table(rows: Sequence[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def info() -> str:
-    """The report of ``python -m xmargin info``."""
+ENVIRONMENT = ("XMARGIN_BACKEND", "XMARGIN_CHECK_VALUES", "XMARGIN_NUM_THREADS", "TRITON_INTERPRET")
+
+
+def report() -> dict[str, Any]:
+    """What ``python -m xmargin info`` reports, as data (``--json`` prints it)."""
     import xmargin
     from xmargin.backends import _registry
 
-    versions = [
-        ("package", "version"),
-        ("python", platform.python_version()),
-        ("xmargin", xmargin.__version__),
-    ]
-    versions += [(label, _version(dist) or "not installed") for label, dist in PACKAGES]
     _registry.cuda_device_reason(probe=True)  # info may import frameworks to look for GPUs
+    return {
+        "xmargin": xmargin.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {label: _version(dist) for label, dist in PACKAGES},
+        "devices": _devices(),
+        "cuda": _cuda(),
+        "backends": [
+            {"name": s.name, "usable": s.usable, "reason": s.reason}
+            for s in xmargin.backends.explain()
+        ],
+        "environment": {k: os.environ[k] for k in ENVIRONMENT if k in os.environ},
+    }
+
+
+def info(data: dict[str, Any] | None = None) -> str:
+    """The report of ``python -m xmargin info``, as text."""
+    data = report() if data is None else data
+    versions = [("package", "version"), ("python", data["python"]), ("xmargin", data["xmargin"])]
+    versions += [(k, v or "not installed") for k, v in data["packages"].items()]
+    versions += [(f"CUDA {k.replace('_', ' ')}", v) for k, v in data["cuda"].items() if v]
+    devices = [("device", "description")]
+    for d in data["devices"]:
+        extra = ", ".join(
+            f"{label} {d[key]}"
+            for key, label in (("compute_capability", "sm"), ("memory_gib", "GiB"))
+            if key in d
+        )
+        where = d["device"] if d["device"] == "cpu" else f"{d['device']} ({d['framework']})"
+        devices.append((where, d["description"] + (f" ({extra})" if extra else "")))
     backends = [("backend", "usable", "why / what")]
-    backends += [
-        (s.name, "yes" if s.usable else "no", s.reason) for s in xmargin.backends.explain()
-    ]
+    backends += [(b["name"], "yes" if b["usable"] else "no", b["reason"]) for b in data["backends"]]
     parts = [
-        f"xmargin {xmargin.__version__} on {platform.platform()}",
+        f"xmargin {data['xmargin']} on {data['platform']}",
         "",
         _table(versions),
         "",
-        _table([("device", "description"), *_devices()]),
+        _table(devices),
         "",
         _table(backends),
     ]
-    env = [
-        f"{k}={os.environ[k]}"
-        for k in (
-            "XMARGIN_BACKEND",
-            "XMARGIN_CHECK_VALUES",
-            "XMARGIN_NUM_THREADS",
-            "TRITON_INTERPRET",
-        )
-        if k in os.environ
-    ]
-    if env:
-        parts += ["", "environment: " + " ".join(env)]
+    if data["environment"]:
+        env = " ".join(f"{k}={v}" for k, v in data["environment"].items())
+        parts += ["", "environment: " + env]
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xmargin", description=__doc__)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("info", help="versions, devices and backends (with why a backend is unusable)")
+    cmd = sub.add_parser(
+        "info", help="versions, devices and backends (with why a backend is unusable)"
+    )
+    cmd.add_argument("--json", action="store_true", help="as JSON (for bug reports and CI logs)")
     args = parser.parse_args(argv)
     if args.command != "info":
         parser.print_help()
         return 2
-    print(info())
+    if args.json:
+        print(json.dumps(report(), indent=2))
+    else:
+        print(info())
     return 0
 
 
