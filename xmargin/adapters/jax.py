@@ -9,6 +9,7 @@ cotangents (integer ones get ``float0``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -24,20 +25,27 @@ def _zero_cotangent(a: Any) -> Any:
     return np.zeros(a.shape, dtype=jax.dtypes.float0)
 
 
+# Defined once: ``core`` is a non-differentiable (static) argument, so that a call builds no
+# new custom_vjp (each call's core is a fresh closure over its options; under jax.jit it is a
+# trace-time constant).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _loss(core: Callable[..., tuple[Any, Any]], x: Any, *ops: Any) -> Any:
+    return core(x, *ops, want_grad=False)[0]
+
+
+def _loss_fwd(core: Callable[..., tuple[Any, Any]], x: Any, *ops: Any) -> tuple[Any, Any]:
+    value, grad = core(x, *ops, want_grad=True)
+    return value, (grad, ops)
+
+
+def _loss_bwd(core: Callable[..., tuple[Any, Any]], res: Any, g: Any) -> tuple[Any, ...]:
+    grad, ops = res
+    return (g[..., None] * grad, *(_zero_cotangent(o) for o in ops))
+
+
+_loss.defvjp(_loss_fwd, _loss_bwd)
+
+
 def rowwise(core: Callable[..., tuple[Any, Any]], x: Any, *operands: Any) -> Any:
     """``core``'s loss rows with the core's own gradient for reverse-mode autodiff."""
-
-    @jax.custom_vjp
-    def loss(x, *ops):
-        return core(x, *ops, want_grad=False)[0]
-
-    def fwd(x, *ops):
-        value, grad = core(x, *ops, want_grad=True)
-        return value, (grad, ops)
-
-    def bwd(res, g):
-        grad, ops = res
-        return (g[..., None] * grad, *(_zero_cotangent(o) for o in ops))
-
-    loss.defvjp(fwd, bwd)
-    return loss(x, *operands)
+    return _loss(core, x, *operands)
