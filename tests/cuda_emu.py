@@ -65,11 +65,15 @@ def _values(raw: bytes, dtype: str, count: int) -> np.ndarray:
 
 
 def run(exe, x, t, *, margin=1.0, p=1, weight=None, scale=None, want_grad=True,
-        dtype="float32", target_dtype="int64", transposed=False, acc=None, env=None):  # fmt: skip
+        dtype="float32", target_dtype="int64", transposed=False, acc=None, env=None,
+        slices=0):  # fmt: skip
     """(loss, grad or None, the scores as the kernel saw them) from the emulated kernel.
     ``acc``: hand the kernel the float32 gradient scratch; None decides as the cupy backend
     does (half scores, a gradient, more target columns than a tile holds). ``env``: variables
-    added to the emulator's environment (e.g. TSAN_OPTIONS); EmulatorError when it fails."""
+    added to the emulator's environment (e.g. TSAN_OPTIONS); EmulatorError when it fails.
+    ``slices``: 0 runs the one-block-per-row kernel; S >= 1 the split path (setup, judge on an
+    (N, S) grid, finish; K <= TILE), as the cupy backend launches it when ``slices()`` says so.
+    """
     n, c = x.shape
     k = t.shape[1]
     bits, values = to_storage(x, dtype)
@@ -82,10 +86,12 @@ def run(exe, x, t, *, margin=1.0, p=1, weight=None, scale=None, want_grad=True,
     has_acc = int(bool(acc) and want_grad)
     acc = np.float64 if dtype == "float64" else np.float32
     tb = np.ascontiguousarray(t.astype(target_dtype))
+    if slices and k > TILE:
+        raise ValueError("the split path takes rows of at most TILE target columns")
     header = struct.pack(
-        "<19qd", SCORE_CODES[dtype], int(target_dtype == "int64"), n, c, k, sxn, sxc, k, 1, c, 1,
+        "<20qd", SCORE_CODES[dtype], int(target_dtype == "int64"), n, c, k, sxn, sxc, k, 1, c, 1,
         buf.size, tb.size, n * c if want_grad else 0, p, int(want_grad), int(weight is not None),
-        int(scale is not None), has_acc, float(margin),
+        int(scale is not None), has_acc, int(slices), float(margin),
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as d:
         fin, fout = os.path.join(d, "in"), os.path.join(d, "out")

@@ -7,7 +7,7 @@
 // reference backend; it says nothing about speed.
 //
 // Build: g++ -std=c++20 -O1 -pthread -I kernels/cuda tests/tools/cuda_emulator.cpp
-// Usage: emulator IN OUT   (binary formats: see tests/test_cuda.py)
+// Usage: emulator IN OUT   (binary formats: see tests/cuda_emu.py)
 
 #include <algorithm>
 #include <atomic>
@@ -20,16 +20,16 @@
 #include <vector>
 
 struct xm_dim3 {
-  unsigned int x = 0;
+  unsigned int x = 0, y = 0;
 };
 thread_local xm_dim3 threadIdx;
-xm_dim3 blockIdx;  // blocks run one at a time
+thread_local xm_dim3 blockIdx;  // every thread runs the grid's blocks in the same order
 
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __restrict__
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __shared__ static
 #define XM_HOST_EMULATION 1
 
@@ -40,45 +40,71 @@ static std::barrier<>* g_warp_barrier[kThreads / 32];
 inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
 inline void __syncwarp() { g_warp_barrier[threadIdx.x / 32]->arrive_and_wait(); }
 
+// One barrier per call: three flags used in turn (a per-thread count: every thread makes the
+// same calls). After barrier k, thread 0 clears the flag of call k + 2 (call k - 1's): every
+// read of it happened before barrier k, every set for call k + 2 comes after barrier k + 1.
+static std::atomic<int> g_or_flags[3];  // zeroed before each launch
+thread_local unsigned int g_or_turn = 0;
+
 inline int __syncthreads_or(int pred) {
-  static std::atomic<int> acc;
+  const unsigned int i = g_or_turn++ % 3;
+  if (pred) g_or_flags[i].store(1);
   __syncthreads();
-  if (threadIdx.x == 0) acc.store(0);
-  __syncthreads();
-  if (pred) acc.store(1);
-  __syncthreads();
-  int r = acc.load();
-  __syncthreads();
+  const int r = g_or_flags[i].load();
+  if (threadIdx.x == 0) g_or_flags[(i + 2) % 3].store(0);
   return r;
 }
 
-static long long g_warp_int[kThreads / 32][32];
-static double g_warp_val[kThreads / 32][32];
+// Warp exchanges: each lane writes its slot, one barrier, every lane reads the warp's slots.
+// Two buffers are used in turn (a per-thread count: every lane runs the same sequence of warp
+// operations), so a buffer is rewritten only after the barrier of the next exchange, by which
+// time every lane has read it: one barrier per warp operation. Integers pass through double
+// exactly (|v| < 2^53).
+static double g_warp_xchg[2][kThreads / 32][32];
+thread_local unsigned int g_warp_turn = 0;
+
+inline const double* xm_warp_exchange(double v) {
+  double* buf = g_warp_xchg[g_warp_turn++ & 1u][threadIdx.x / 32];
+  buf[threadIdx.x % 32] = v;
+  __syncwarp();
+  return buf;
+}
 
 inline unsigned int __match_any_sync(unsigned int, int v) {
-  int w = threadIdx.x / 32, l = threadIdx.x % 32;
-  __syncwarp();
-  g_warp_int[w][l] = v;
-  __syncwarp();
+  const double* buf = xm_warp_exchange((double)v);
   unsigned int m = 0;
   for (int i = 0; i < 32; ++i)
-    if (g_warp_int[w][i] == v) m |= 1u << i;
-  __syncwarp();
+    if (buf[i] == (double)v) m |= 1u << i;
   return m;
 }
 
 template <typename T>
 inline T __shfl_sync(unsigned int, T v, int src) {
-  int w = threadIdx.x / 32, l = threadIdx.x % 32;
-  __syncwarp();
-  g_warp_val[w][l] = (double)v;
-  __syncwarp();
-  T r = (T)g_warp_val[w][src];
-  __syncwarp();
-  return r;
+  return (T)xm_warp_exchange((double)v)[src];
+}
+
+template <typename T>
+inline T __shfl_up_sync(unsigned int m, T v, unsigned int d) {
+  int l = threadIdx.x % 32;
+  return __shfl_sync(m, v, l >= (int)d ? l - (int)d : l);  // lanes below d keep their own
+}
+
+template <typename T>
+inline T __shfl_down_sync(unsigned int m, T v, unsigned int d) {
+  int l = threadIdx.x % 32;
+  return __shfl_sync(m, v, l + (int)d < 32 ? l + (int)d : l);
+}
+
+inline unsigned int __ballot_sync(unsigned int, int pred) {
+  const double* buf = xm_warp_exchange(pred ? 1.0 : 0.0);
+  unsigned int m = 0;
+  for (int i = 0; i < 32; ++i)
+    if (buf[i] != 0.0) m |= 1u << i;
+  return m;
 }
 
 inline int __ffs(unsigned int x) { return __builtin_ffs((int)x); }
+inline int __popc(unsigned int x) { return __builtin_popcount(x); }
 
 inline long long atomicMin(long long* p, long long v) {
   std::atomic_ref<long long> a(*p);
@@ -123,6 +149,7 @@ struct Header {
   int64_t sxn, sxc, stn, stk, sgn, sgc;  // strides in elements
   int64_t x_elems, t_elems, g_elems;    // buffer sizes in elements
   int64_t p, want_grad, has_weight, has_scale, has_acc;
+  int64_t slices;  // 0: the one-block kernel; S >= 1: setup, judge on (N, S), finish
   double margin;
 };
 
@@ -132,7 +159,17 @@ using Entry = void (*)(const S*, long long, long long, const I*, long long, long
                        long long, double, int, int);
 
 template <typename S, typename I, typename A>
-static void run(const Header& h, FILE* in, FILE* out, Entry<S, I, A> kernel) {
+struct Split {
+  void (*setup)(const S*, long long, long long, const I*, long long, long long, const A*, A*,
+                int*, long long, long long, double);
+  void (*judge)(const S*, long long, long long, S*, long long, long long, const A*, const A*,
+                const int*, A*, int*, long long, int, int, int);
+  void (*finish)(A*, S*, long long, long long, const A*, const A*, const int*, const A*,
+                 const int*, long long, int, int, int);
+};
+
+template <typename S, typename I, typename A>
+static void run(const Header& h, FILE* in, FILE* out, Entry<S, I, A> kernel, Split<S, I, A> split) {
   std::vector<S> x(h.x_elems);
   std::vector<I> t(h.t_elems);
   std::vector<A> w(h.c), scale(h.n), loss(h.n);
@@ -151,20 +188,61 @@ static void run(const Header& h, FILE* in, FILE* out, Entry<S, I, A> kernel) {
   std::vector<std::barrier<>*> warps;
   for (int i = 0; i < kThreads / 32; ++i) g_warp_barrier[i] = new std::barrier<>(32);
   g_block_barrier = &block_barrier;
-  for (int64_t row = 0; row < h.n; ++row) {
-    blockIdx.x = (unsigned int)row;
+  // A launch: kThreads threads run every block of the grid in the same order, with a barrier
+  // between blocks (the next block reuses the __shared__ statics), as a GPU running one block
+  // at a time would; a kernel's blocks never wait for each other.
+  auto launch = [&](unsigned int gx, unsigned int gy, auto&& body) {
+    for (auto& f : g_or_flags) f.store(0);
     std::vector<std::thread> threads;
     for (int tid = 0; tid < kThreads; ++tid) {
       threads.emplace_back([&, tid] {
         threadIdx.x = tid;
-        kernel(x.data(), h.sxn, h.sxc, t.data(), h.stn, h.stk, h.has_weight ? w.data() : nullptr,
-               loss.data(), h.want_grad ? grad.data() : nullptr, h.sgn, h.sgc, bits.data(), words,
-               h.has_scale ? scale.data() : nullptr, h.has_acc ? gacc.data() : nullptr, h.c, h.k,
-               h.margin, (int)h.p, (int)h.want_grad);
+        for (unsigned int by = 0; by < gy; ++by) {
+          for (unsigned int bx = 0; bx < gx; ++bx) {
+            blockIdx.x = bx;
+            blockIdx.y = by;
+            body();
+            __syncthreads();
+          }
+        }
       });
     }
     for (auto& th : threads) th.join();
+  };
+  if (h.slices > 0) {
+    const int s = (int)h.slices;
+    // the scratch as the launcher allocates it: not initialised (bytes the kernels must not read)
+    std::vector<A> tab(h.n * XM_TAB_A), part(h.n * s * XM_PART);
+    std::vector<int> itab(h.n * XM_TAB_I), ipart(h.n * s * XM_PART);
+    std::memset(tab.data(), 0xff, tab.size() * sizeof(A));
+    std::memset(part.data(), 0xff, part.size() * sizeof(A));
+    std::memset(itab.data(), 0x5a, itab.size() * sizeof(int));
+    std::memset(ipart.data(), 0x5a, ipart.size() * sizeof(int));
+    const A* wp = h.has_weight ? w.data() : nullptr;
+    const A* sp = h.has_scale ? scale.data() : nullptr;
+    S* gp = h.want_grad ? grad.data() : nullptr;
+    launch((unsigned int)h.n, 1, [&] {
+      split.setup(x.data(), h.sxn, h.sxc, t.data(), h.stn, h.stk, wp, tab.data(), itab.data(),
+                  h.c, h.k, h.margin);
+    });
+    launch((unsigned int)h.n, (unsigned int)s, [&] {
+      split.judge(x.data(), h.sxn, h.sxc, gp, h.sgn, h.sgc, sp, tab.data(), itab.data(),
+                  part.data(), ipart.data(), h.c, s, (int)h.p, (int)h.want_grad);
+    });
+    launch((unsigned int)h.n, 1, [&] {
+      split.finish(loss.data(), gp, h.sgn, h.sgc, sp, tab.data(), itab.data(), part.data(),
+                   ipart.data(), h.c, s, (int)h.p, (int)h.want_grad);
+    });
+    std::fwrite(loss.data(), sizeof(A), loss.size(), out);
+    std::fwrite(grad.data(), sizeof(S), h.g_elems, out);
+    return;
   }
+  launch((unsigned int)h.n, 1, [&] {
+    kernel(x.data(), h.sxn, h.sxc, t.data(), h.stn, h.stk, h.has_weight ? w.data() : nullptr,
+           loss.data(), h.want_grad ? grad.data() : nullptr, h.sgn, h.sgc, bits.data(), words,
+           h.has_scale ? scale.data() : nullptr, h.has_acc ? gacc.data() : nullptr, h.c, h.k,
+           h.margin, (int)h.p, (int)h.want_grad);
+  });
   std::fwrite(loss.data(), sizeof(A), loss.size(), out);
   std::fwrite(grad.data(), sizeof(S), h.g_elems, out);
 }
@@ -180,22 +258,23 @@ int main(int argc, char** argv) {
   Header h;
   if (std::fread(&h, sizeof(h), 1, in) != 1) return 2;
   const bool i64 = h.target_dtype == 1;
+#define XM_RUN(S, I, A, SC, TC)                                                       \
+  run<S, I, A>(h, in, out, xm_multilabel_hinge_##SC##_##TC,                            \
+               {xm_multilabel_hinge_##SC##_##TC##_setup, xm_multilabel_hinge_##SC##_judge, \
+                xm_multilabel_hinge_##SC##_finish})
   switch (h.score_dtype) {
     case 0:
-      i64 ? run<xm_half, long long, float>(h, in, out, xm_multilabel_hinge_f16_i64)
-          : run<xm_half, int, float>(h, in, out, xm_multilabel_hinge_f16_i32);
+      i64 ? XM_RUN(xm_half, long long, float, f16, i64) : XM_RUN(xm_half, int, float, f16, i32);
       break;
     case 1:
-      i64 ? run<xm_bfloat16, long long, float>(h, in, out, xm_multilabel_hinge_bf16_i64)
-          : run<xm_bfloat16, int, float>(h, in, out, xm_multilabel_hinge_bf16_i32);
+      i64 ? XM_RUN(xm_bfloat16, long long, float, bf16, i64)
+          : XM_RUN(xm_bfloat16, int, float, bf16, i32);
       break;
     case 2:
-      i64 ? run<float, long long, float>(h, in, out, xm_multilabel_hinge_f32_i64)
-          : run<float, int, float>(h, in, out, xm_multilabel_hinge_f32_i32);
+      i64 ? XM_RUN(float, long long, float, f32, i64) : XM_RUN(float, int, float, f32, i32);
       break;
     case 3:
-      i64 ? run<double, long long, double>(h, in, out, xm_multilabel_hinge_f64_i64)
-          : run<double, int, double>(h, in, out, xm_multilabel_hinge_f64_i32);
+      i64 ? XM_RUN(double, long long, double, f64, i64) : XM_RUN(double, int, double, f64, i32);
       break;
     default:
       return 2;
