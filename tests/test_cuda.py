@@ -14,7 +14,7 @@ Budgets of every entry point (the one-block kernel, and the split path's setup, 
 finish), from ``nvcc -Xptxas -v`` for sm_80 and sm_90:
 
 * spills 0 and stack frame 0 bytes: everything of a thread fits in registers;
-* registers ≤ 64 (measured: one-block 44–64, setup 36–48, judge 48–51, finish 40): every
+* registers ≤ 64 (measured: one-block 45–64, setup 36–48, judge 48–56, finish 40): every
   entry point is built with ``__launch_bounds__(256, 4)``, four blocks per SM, which the
   launcher's split heuristic counts on; a rise past it means the per-thread state grew;
 * shared memory ≤ 22 KiB for the float32-accumulating entry points (float16, bfloat16,

@@ -173,9 +173,11 @@ __device__ __forceinline__ void xm_block_scan(A* a, A* tmp) {
 // are updated in its own fixed order, so the result is the same on every run. About 60 warp
 // instructions per 32 classes (16 of them shuffles) where a loop over the 32 source lanes
 // issues ~130 (32 shuffles, each with a test and an add), and 1 when no lane hit.
+// The groups also give the counts: each group's leader adds its size to the block's count
+// bins (an integer atomic, order-free), one atomic per bin and warp instead of one per hit.
 template <typename A>
-__device__ __forceinline__ void xm_warp_bin_add(A* bins, A* buf_v, int* buf_k, bool hit,
-                                                int cnt, A xs) {
+__device__ __forceinline__ void xm_warp_bin_add(A* bins, int* hist, A* buf_v, int* buf_k,
+                                                bool hit, int cnt, A xs) {
   const unsigned int full = 0xffffffffu;
   const int lane = threadIdx.x & 31;
   const unsigned int hits = __ballot_sync(full, hit);
@@ -190,6 +192,7 @@ __device__ __forceinline__ void xm_warp_bin_add(A* bins, A* buf_v, int* buf_k, b
   }
   off -= (hit && lane == leader) ? __popc(same) : 0;  // exclusive
   off = __shfl_sync(full, off, leader);
+  if (hit && lane == leader) atomicAdd(&hist[cnt - 1], __popc(same));
   if (hit) {
     buf_v[off + rank] = xs;
     buf_k[off + rank] = cnt;
@@ -424,9 +427,11 @@ __device__ void multilabel_hinge_impl(
             *gp = xm_from<S>(g);
           }
         }
-        if (hit) atomicAdd(&s_hist[cnt - 1], 1);  // integer atomics: order-free
-        // per-warp sums of x' per bin (deterministic; every lane takes part)
-        if (p == 2) xm_warp_bin_add(s_histx[warp], s_buf_v[warp], s_buf_k[warp], hit, cnt, xs);
+        if (p == 1) {
+          if (hit) atomicAdd(&s_hist[cnt - 1], 1);  // integer atomics: order-free
+        } else {  // counts, and per-warp sums of x' per bin (deterministic; every lane calls)
+          xm_warp_bin_add(s_histx[warp], s_hist, s_buf_v[warp], s_buf_k[warp], hit, cnt, xs);
+        }
       }
     }
     __syncthreads();
@@ -657,8 +662,11 @@ __device__ __forceinline__ A xm_judge_one(xm_judge_state<A>& st, bool valid, lon
     }
   }
   if (!want_grad) return A(0);
-  if (hit) atomicAdd(&s_hist[cnt - 1], 1);  // integer atomics: order-free
-  if (p == 2) xm_warp_bin_add(bins, buf_v, buf_k, hit, cnt, xs);
+  if (p == 1) {
+    if (hit) atomicAdd(&s_hist[cnt - 1], 1);  // integer atomics: order-free
+  } else {
+    xm_warp_bin_add(bins, s_hist, buf_v, buf_k, hit, cnt, xs);  // counts too
+  }
   return hit ? ((p == 1) ? a0 : A(2) * lin) * g_scale : A(0);
 }
 
