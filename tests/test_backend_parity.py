@@ -142,7 +142,7 @@ def test_float32_uses_exact_comparisons(backend):
 
 
 def test_reference_reads_torch_tensors_without_copying():
-    from xmargin.adapters.dlpack import from_numpy_like, to_numpy
+    from xmargin._interop import from_numpy_like, to_numpy
 
     xt = torch.randn(3, 5)
     view = to_numpy(xt)

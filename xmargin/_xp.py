@@ -17,6 +17,7 @@ from array_api_compat import array_namespace, is_array_api_obj
 from array_api_compat import device as _device
 
 from ._errors import XMarginTypeError, XMarginValueError
+from ._interop import is_torch, namespace, native
 from ._loaded import loaded
 
 Array = Any
@@ -101,33 +102,6 @@ def check_p(fn: str, p: Any) -> int:
 def _type_name(a: Any) -> str:
     t = type(a)
     return f"{t.__module__}.{t.__qualname__}"
-
-
-def is_torch(a: Any) -> bool:
-    """A torch tensor? (without importing torch, and cheap for torch.compile to trace)"""
-    torch = loaded("torch")
-    return torch is not None and isinstance(a, torch.Tensor)
-
-
-def is_jax(a: Any) -> bool:
-    """A JAX array or tracer? (without importing jax)"""
-    jax = loaded("jax")
-    return jax is not None and isinstance(a, jax.Array)
-
-
-def is_dask(a: Any) -> bool:
-    """A Dask array? (without importing dask)"""
-    da = loaded("dask.array")
-    return da is not None and isinstance(a, da.Array)
-
-
-def namespace(a: Any) -> Namespace:
-    """``array_namespace(a)``, with a fast path for torch tensors (traceable by torch.compile)."""
-    if is_torch(a):  # the common case under torch.compile: skip array_namespace's lookups
-        from array_api_compat import torch as torch_namespace
-
-        return torch_namespace
-    return array_namespace(a)
 
 
 def _device_of(a: Any) -> Any:
@@ -343,25 +317,6 @@ def index_dtype(xp: Namespace) -> Any:
         return xp.__array_namespace_info__().default_dtypes()["indexing"]
     except Exception:  # older namespaces without the inspection API
         return xp.int64
-
-
-def compute_dtype(xp: Namespace, dtype: Any) -> Any:
-    """float64 stays float64; float32, float16 and bfloat16 compute in float32."""
-    return xp.float64 if dtype == xp.float64 else xp.float32
-
-
-def native(a: Any) -> Any:
-    """A NumPy array in the machine's byte order (a copy only for a byte-swapped array such as
-    ``'>f8'`` on a little-endian machine); anything else as it is. Dtype rules compare dtypes
-    with ``==``, which a byte-swapped float64 fails, and DLPack refuses byte-swapped arrays."""
-    dt = getattr(a, "dtype", None)
-    if (
-        dt is None
-        or getattr(dt, "byteorder", "=") in "=|"
-        or type(a).__module__.split(".")[0] != "numpy"
-    ):
-        return a
-    return a.astype(dt.newbyteorder("="))
 
 
 def astype(xp: Namespace, a: Array, dtype: Any) -> Array:

@@ -14,7 +14,8 @@ from typing import Any
 from array_api_compat import device as _device
 
 from ._errors import XMarginTypeError, XMarginValueError
-from ._xp import namespace, shape_str
+from ._interop import namespace
+from ._xp import shape_str
 
 __all__ = ["precision_at_k"]
 

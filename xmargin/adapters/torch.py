@@ -37,13 +37,14 @@ import numpy as np
 import torch
 
 from .._errors import XMarginTypeError
+from .._interop import compute_dtype
 from ..backends._registry import numba_serves as _numba_serves
 
 Core = Callable[..., tuple[Any, Any]]
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    return compute_dtype(torch, dtype)
 
 
 def run_backend(

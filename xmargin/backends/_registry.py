@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._errors import XMarginTypeError, XMarginValueError
+from .._interop import array_kind
 
 HingeFn = Callable[..., tuple[Any, Any]]
 Reason = str | None  # None: usable; otherwise why not
@@ -33,24 +34,6 @@ _SCOPED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # --------------------------------------------------------------------------------------------
 # what the scores are, without importing anything
 # --------------------------------------------------------------------------------------------
-def array_kind(x: Any) -> tuple[str, str]:
-    """(framework, device type) of an array, e.g. ("torch", "cuda"), ("numpy", "cpu")."""
-    mod = type(x).__module__.split(".")[0]
-    if mod == "numpy":
-        return "numpy", "cpu"
-    if mod == "torch" and "torch" in sys.modules:
-        return "torch", x.device.type
-    if mod == "cupy" and "cupy" in sys.modules:
-        return "cupy", "cuda"
-    if mod in ("jax", "jaxlib"):
-        return "jax", "any"
-    if mod == "dask":
-        return "dask", "any"
-    if mod == "array_api_strict":
-        return "array_api_strict", "cpu"
-    return mod, "unknown"
-
-
 def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None

@@ -316,6 +316,6 @@ def hinge(
 ) -> tuple[Any, Any | None]:
     """The kernel contract on NumPy arrays or CPU arrays of another framework (torch), read and
     written through zero-copy views; results come back in ``x``'s namespace."""
-    from ..adapters.dlpack import on_host_arrays
+    from .._interop import on_host_arrays
 
     return on_host_arrays(hinge_numpy, x, t, margin=margin, p=p, weight=weight, want_grad=want_grad)

@@ -38,7 +38,7 @@ def rowwise_dask(
     import numpy as np
 
     from .._config import options as scoped_options
-    from .._xp import compute_dtype
+    from .._interop import compute_dtype
 
     want_grad = bool(argnums)
     x = da.reshape(input, (n, c)).rechunk({1: -1})

@@ -8,6 +8,7 @@ from typing import Any
 
 from .._config import check_values_enabled
 from .._errors import XMarginValueError
+from .._interop import is_jax, is_torch, namespace, native
 from .._xp import (
     as_array,
     astype,
@@ -15,12 +16,8 @@ from .._xp import (
     check_integer,
     check_real_dtype,
     index_dtype,
-    is_jax,
-    is_torch,
     mean,
-    namespace,
     namespace_of,
-    native,
     requires_grad,
     same_namespace,
     shape_str,

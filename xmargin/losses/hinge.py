@@ -6,6 +6,7 @@ from typing import Any
 
 from .._config import options
 from .._errors import XMarginValueError
+from .._interop import compute_dtype, native
 from .._xp import (
     apply_reduction,
     astype,
@@ -13,10 +14,8 @@ from .._xp import (
     check_float,
     check_real,
     check_real_dtype,
-    compute_dtype,
     expand_to,
     namespace_of,
-    native,
     numel,
     reduction_scale,
     resolve_reduction,

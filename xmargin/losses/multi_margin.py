@@ -7,19 +7,8 @@ from typing import Any
 
 from .._config import options
 from .._errors import XMarginValueError
-from .._xp import (
-    astype,
-    check_p,
-    check_real,
-    compute_dtype,
-    device,
-    is_dask,
-    namespace,
-    native,
-    resolve_reduction,
-    same_namespace,
-    shape_str,
-)
+from .._interop import compute_dtype, is_dask, namespace, native
+from .._xp import astype, check_p, check_real, device, resolve_reduction, same_namespace, shape_str
 from ..backends._host import BLOCK, host_array, host_kind, launch, numba_kernels
 from ._dask import rowwise_dask
 from ._rowwise import (

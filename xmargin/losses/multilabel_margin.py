@@ -7,15 +7,12 @@ from typing import Any
 from .. import backends
 from .._config import readable
 from .._errors import XMarginValueError
+from .._interop import compute_dtype, is_dask, is_torch, native
 from .._xp import (
     astype,
     check_p,
     check_real,
     compiling,
-    compute_dtype,
-    is_dask,
-    is_torch,
-    native,
     requires_grad,
     resolve_reduction,
     same_namespace,
@@ -75,12 +72,7 @@ def multilabel_margin_loss(
     >>> round(float(xmargin.multilabel_margin_loss(x, np.array([[3, 0]]), margin=0.5, p=2)), 6)
     0.2525
     """
-    if (
-        weight is None
-        and size_average is None
-        and reduce is None
-        and (is_torch(input))
-    ):
+    if weight is None and size_average is None and reduce is None and (is_torch(input)):
         from ..adapters.torch import fast_multilabel_margin_loss
 
         out = fast_multilabel_margin_loss(input, target, reduction, margin, p, backend)

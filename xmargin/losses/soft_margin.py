@@ -6,17 +6,16 @@ from typing import Any
 
 from .._config import options
 from .._errors import XMarginValueError
+from .._interop import compute_dtype, native
 from .._xp import (
     apply_reduction,
     astype,
     check_broadcasts_to,
     check_float,
     check_real_dtype,
-    compute_dtype,
     expand_to,
     mean,
     namespace_of,
-    native,
     numel,
     reduction_scale,
     requires_grad,
