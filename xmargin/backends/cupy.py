@@ -145,6 +145,8 @@ def _module(cupy: Any) -> Any:
 class _Frame:
     """The few operations the launch needs, on torch tensors or CuPy arrays alike."""
 
+    lib: Any  # torch or cupy
+
     def __init__(self, like: Any):
         self.torch = type(like).__module__.split(".")[0] == "torch"
         if self.torch:
