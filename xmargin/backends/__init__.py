@@ -14,6 +14,8 @@ Reductions, validation, dtype casts and autograd live once, in the loss layer.
 Known backends:
 
 ========== ==============================================================================
+numba      compiled CPU kernel (Numba), O(T·C) or O(C log T) per sample by its own T; NumPy
+           arrays and torch CPU tensors (zero-copy views); the CPU default
 reference  NumPy CPU kernel, O(C log T) per sample; NumPy arrays and CPU tensors (DLPack)
 portable   pure array-API code; any namespace and device (JAX, Dask, array-api-strict, ...)
 triton     Triton GPU kernels; torch CUDA tensors (and CuPy arrays through DLPack)
@@ -23,8 +25,9 @@ cupy       CuPy raw-CUDA kernels; CuPy arrays (and torch CUDA tensors through DL
 Choosing one, first match wins: ``backend=`` on the call, then the innermost
 :func:`use_backend` block (scoped per thread and per async task), then the environment variable
 ``XMARGIN_BACKEND``, then automatic dispatch on the scores' array type (DESIGN.md §6): NumPy and
-torch CPU → ``reference``; torch CUDA → ``triton``, else ``cupy``, else ``portable``; CuPy →
-``cupy``, else ``triton``, else ``portable``; anything else → ``portable``. A named backend that
+torch CPU → ``numba`` (``reference`` where Numba cannot import); torch CUDA → ``triton``, else
+``cupy``, else ``portable``; CuPy → ``cupy``, else ``triton``, else ``portable``; anything
+else → ``portable``. A named backend that
 is unknown, or cannot run on the given arrays, raises a ValueError that lists the valid choices
 and says why.
 
