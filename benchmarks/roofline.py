@@ -12,13 +12,19 @@ The model (every number below is an assumption of the model, not a measurement):
 * **The design's bytes**: what the kernels actually read and write. The kernels validate every
   target value (a row with one outside [-1, C) is NaN), so they read all K target columns
   (K = C in PyTorch's layout); under autograd the GPU backends run a loss-only forward and a
-  second, scaled pass in backward, so fwd+bwd reads x (and the targets) twice.
-* **The design's parallelism**: ``programs_per_row`` programs share each row (one, unless the
-  launcher splits rows), each streaming its part of the row in chunks of ``BLOCK_C`` classes.
-  A chunk costs at least ``CHUNK_LATENCY_US`` (a dependent DRAM round trip plus the chunk's
-  barriers) when its program waits on it alone; programs run ``CTAS_PER_SM`` to an SM. The
-  time of a pass is the larger of its bytes at the device bandwidth and its waves of programs
-  times the chunks each program walks through serially.
+  second, scaled pass in backward, so fwd+bwd reads x (and the targets) twice. Each pass also
+  writes and reads the bitmap of positives (C/32 words per row), and a split pass writes and
+  reads its partials (N·S·(2·BLOCK_T + 3) words: nothing beside x).
+* **The design's parallelism**: ``programs_per_row`` = S programs share each row (the
+  launcher's ``programs_per_row``: one, unless N is small against the SM count and K fits
+  one threshold tile), each streaming its slice of the row in chunks of ``BLOCK_C`` classes.
+  A chunk costs ``CHUNK_LATENCY_US`` (a dependent DRAM round trip plus the chunk's barriers)
+  when its program waits on it alone; the split kernel issues the next chunk's loads before
+  working on the current one, so two chunks are in flight (``chunks_in_flight``) and a chunk
+  costs half that; programs run ``CTAS_PER_SM`` to an SM. Every program first builds its
+  row's sorted table (``SETUP_CHUNKS`` chunk times), and a split pass ends with a finishing
+  launch (``FINISH_US``). The time of a pass is the larger of its bytes at the device
+  bandwidth and its waves of programs times the serial work of one program.
 
 ``estimate()`` returns both figures and their ratio; the benchmark prints them beside the
 measured times when a GPU is present, and alone (labelled as an estimate) without one.
@@ -37,7 +43,9 @@ DEVICES = {
     "A100 SXM 80GB": (2039.0, 108),
 }
 CHUNK_LATENCY_US = 0.7  # one serial chunk of one program: DRAM latency (~0.6 us) + barriers
-CTAS_PER_SM = 2  # 8-warp programs at 100-128 registers per thread
+CTAS_PER_SM = 2  # 8-warp programs at 100-128 registers per thread (the launcher's maxnreg)
+SETUP_CHUNKS = 3  # a program's setup (targets, sort, prefix sums), in chunk times
+FINISH_US = 3.0  # the finishing launch of a split pass: launch gap + reading the partials
 
 
 @dataclass(frozen=True)
@@ -45,18 +53,28 @@ class Design:
     """How the launcher runs one (N, C, K) problem."""
 
     block_c: int  # classes per chunk
-    programs_per_row: int = 1  # programs sharing one row
+    programs_per_row: int = 1  # programs sharing one row (S)
     threshold_tiles: int = 1  # passes over the row per threshold tile (rows with T > BLOCK_T)
+    chunks_in_flight: int = 1  # chunks whose loads one program has issued at a time
+    block_t: int = 16  # positive slots per tile (the size of a split's partials)
 
 
-def triton_design(n: int, c: int, k: int, t: int, is_f64: bool = False) -> Design:
-    """The design the Triton launcher picks for this problem (its own heuristics)."""
+def triton_design(
+    n: int, c: int, k: int, t: int, is_f64: bool = False, sms: int | None = None
+) -> Design:
+    """The design the Triton launcher picks for this problem (its own heuristics) on a GPU of
+    ``sms`` SMs (default: an H100 SXM's)."""
     from xmargin.backends import triton as tb
 
-    cfg = tb.launch_config(n, c, k, is_f64)
-    split = getattr(tb, "programs_per_row", None)
-    s = split(n, c, k) if split is not None else 1
-    return Design(cfg["BLOCK_C"], s, max(1, math.ceil(max(t, 1) / cfg["BLOCK_T"])))
+    cfg = tb.launch_config(n, c, k, is_f64, sms or DEVICES["H100 SXM"][1])
+    s = cfg.get("S", 1)
+    return Design(
+        block_c=cfg["BLOCK_C"],
+        programs_per_row=s,
+        threshold_tiles=max(1, math.ceil(max(t, 1) / cfg["BLOCK_T"])),
+        chunks_in_flight=2 if s > 1 else 1,  # the split kernel prefetches the next chunk
+        block_t=cfg["BLOCK_T"],
+    )
 
 
 def must_move(
@@ -68,10 +86,20 @@ def must_move(
 
 
 def design_bytes(
-    n: int, c: int, k: int, mode: str, score_bytes: int = 4, target_bytes: int = 8, tiles: int = 1
+    n: int,
+    c: int,
+    k: int,
+    mode: str,
+    score_bytes: int = 4,
+    target_bytes: int = 8,
+    tiles: int = 1,
+    design: Design | None = None,
 ) -> int:
     """What the design reads and writes (see the module docstring)."""
-    one_pass = n * c * score_bytes * tiles + n * k * target_bytes
+    bitmap = 2 * n * math.ceil(c / 32) * 4  # zeroed/set, then read once per chunk's words
+    one_pass = n * c * score_bytes * tiles + n * k * target_bytes + bitmap
+    if design is not None and design.programs_per_row > 1:
+        one_pass += 2 * n * design.programs_per_row * (2 * design.block_t + 3) * 4
     if mode == "fwd":
         return one_pass + n * 4
     return 2 * one_pass + n * 4 + n * c * score_bytes
@@ -92,12 +120,15 @@ def estimate(
     """Floor and design estimate, in microseconds, for one problem on one device."""
     floor = must_move(n, c, t, mode, score_bytes) / (bandwidth_gbs * 1e3)
     passes = 1 if mode == "fwd" else 2
-    moved = design_bytes(n, c, k, mode, score_bytes, tiles=design.threshold_tiles)
-    programs = n * design.programs_per_row
+    moved = design_bytes(n, c, k, mode, score_bytes, tiles=design.threshold_tiles, design=design)
+    s = design.programs_per_row
+    programs = n * s
     slots = sms * CTAS_PER_SM
     waves = math.ceil(programs / slots)
-    chunks = math.ceil(c / design.programs_per_row / design.block_c) * design.threshold_tiles
-    serial = waves * chunks * CHUNK_LATENCY_US * passes
+    # chunks one program walks: its slice of whole chunks, once per threshold tile
+    chunks = math.ceil(math.ceil(c / design.block_c) / s) * design.threshold_tiles
+    per_program = (chunks / design.chunks_in_flight + SETUP_CHUNKS) * CHUNK_LATENCY_US
+    serial = (waves * per_program + (FINISH_US if s > 1 else 0.0)) * passes
     est = max(moved / (bandwidth_gbs * 1e3), serial)
     return {
         "N": n, "C": c, "K": k, "T": t, "mode": mode,
@@ -120,7 +151,7 @@ def model_rows(shapes, device: str = "H100 SXM", bandwidth_gbs=None, sms=None) -
     rows = []
     for n, c, t in shapes:
         k = c if c <= 32768 else t
-        design = triton_design(n, c, k, t)
+        design = triton_design(n, c, k, t, sms=n_sm)
         for mode in ("fwd", "fwd+bwd"):
             row = estimate(n, c, k, t, mode, bandwidth_gbs=bw, sms=n_sm, design=design)
             row.update(device=device, bandwidth_gbs=bw, sms=n_sm,
@@ -132,6 +163,6 @@ def model_rows(shapes, device: str = "H100 SXM", bandwidth_gbs=None, sms=None) -
 COLUMNS = [
     ("N", "N", "d"), ("C", "C", "d"), ("T", "T", "d"), ("mode", "mode", ""),
     ("must_move_mb", "must move MB", ".1f"), ("design_mb", "design MB", ".1f"),
-    ("programs", "programs", "d"), ("floor_us", "floor µs", ".0f"),
+    ("programs_per_row", "S", "d"), ("programs", "programs", "d"), ("floor_us", "floor µs", ".0f"),
     ("estimate_us", "estimate µs", ".0f"), ("x_floor", "x floor", ".1f"), ("bound", "bound", ""),
 ]  # fmt: skip

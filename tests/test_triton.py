@@ -1,12 +1,15 @@
 """The triton backend against the reference: on the CPU through Triton's interpreter
 (TRITON_INTERPRET=1, set here when no CUDA device is present; that is how CI runs it) and, with
 the ``gpu`` mark, on a CUDA device. Also: autograd through the torch.library op, opcheck,
-torch.compile(fullgraph=True) with -1 targets, determinism, dispatch errors.
+torch.compile(fullgraph=True) with -1 targets, determinism, dispatch errors, and rows split
+across programs (forced on small problems through ``programs_per_row``).
 
 What the interpreter cannot see is checked on compiled artifacts. The launcher's own
 specialisations (tests/tools/compile_triton.py: real shapes, every score dtype, both target
 dtypes, p, weight, loss-only / gradient / scaled gradient, specialised by Triton's launch-time
-binder) are compiled for sm_80 and sm_90, and every variant must keep to these budgets:
+binder; every launch of a case: the one-program-per-row kernel, or, where the launcher splits
+rows for 132 SMs, the split kernel on (N, S) and its finishing kernel) are compiled for sm_80
+and sm_90, and every variant must keep to these budgets:
 
 * margin: a ``.param .f64`` kernel parameter, read with 64-bit loads (an fp32 margin flips
   float64 ties, and the interpreter, which passes the Python float, cannot show it);
@@ -16,7 +19,9 @@ binder) are compiled for sm_80 and sm_90, and every variant must keep to these b
 * registers ≤ 128 for 8-warp variants (BLOCK_C = 1024: the ``maxnreg`` that keeps two programs
   of 256 threads on an SM), ≤ 128 for 4-warp float32-path variants (C ≤ 512) and ≤ 192 for
   float64 variants (4 warps; measured ≤ 176): a change that raises register pressure by more
-  than that shows up here before it shows up as spills or lost occupancy on a GPU;
+  than that shows up here before it shows up as spills or lost occupancy on a GPU (the split
+  kernel measured ≤ 96 at 8 warps and ≤ 118 in float64, the finishing kernel ≤ 38; the
+  margin checks below apply to the two kernels that take a margin);
 * shared memory (static + what Triton requests at launch) ≤ 8 KiB per program (measured
   ≤ 5 KiB: the scratch of sorts, scans and layout conversions), so that shared memory never
   limits occupancy before registers do (an A100 SM has 164 KiB, an H100 SM 228 KiB).
@@ -248,21 +253,65 @@ def test_launch_heuristics():
         "BLOCK_C": 1024,
         "num_warps": 8,
         "maxnreg": 128,
+        "S": 1,
+        "SLICE": 32768,
     }
     assert tb.launch_config(4096, 4096, 4, False) == {
         "BLOCK_T": 16,
         "BLOCK_C": 1024,
         "num_warps": 8,
         "maxnreg": 128,
+        "S": 1,
+        "SLICE": 4096,
     }
     assert tb.launch_config(8, 100, 64, True) == {
         "BLOCK_T": 64,
         "BLOCK_C": 128,
         "num_warps": 4,
         "maxnreg": 255,
+        "S": 1,
+        "SLICE": 100,
     }
     assert tb.launch_config(8, 100, 1000, True)["BLOCK_T"] == 64
     assert tb.launch_config(1, 10**6, 32, True)["BLOCK_C"] == 512
+
+
+def test_split_heuristic():
+    """Rows are split when N is small against the SM count and K fits one tile: the issue's
+    (64, 10⁶, 32) on an H100's 132 SMs gets 4 slices of 245 chunks (256 programs, one wave);
+    N that fills the GPU, K > BLOCK_T, or rows of a few chunks are not split."""
+    cfg = tb.launch_config(64, 10**6, 32, False, 132)
+    assert (cfg["S"], cfg["SLICE"]) == (4, 245 * 1024)
+    assert tb.launch_config(64, 10**6, 32, True, 132)["S"] == 4  # float64: 4 × 489 chunks
+    assert tb.launch_config(2, 10**6, 32, False, 132)["S"] > 100  # N = 2: most of the slots
+    for shape in [(4096, 4096, 64), (4096, 32768, 16), (264, 10**6, 32), (64, 10**6, 257),
+                  (64, 4000, 32), (64, 10**6, 100, True)]:  # fmt: skip
+        assert tb.launch_config(*shape[:3], len(shape) > 3, 132)["S"] == 1, shape
+    for n, c, k in [(1, 10**6, 1), (7, 123457, 16), (100, 10**5, 200), (150, 10**6, 8)]:
+        cfg = tb.launch_config(n, c, k, False, 132)
+        s, width = cfg["S"], cfg["SLICE"]
+        assert s >= 2 and width % cfg["BLOCK_C"] == 0 and width % 32 == 0, (n, c, k, cfg)
+        assert (s - 1) * width < c <= s * width, (n, c, k, cfg)  # no empty slice
+        assert width >= tb.MIN_SLICE_CHUNKS * cfg["BLOCK_C"]
+
+
+def test_split_is_taken_by_the_launcher():
+    """launch_plan's grid: (N, S) and a finishing (N, S) where the heuristic splits (meta
+    tensors stand for an H100: 132 SMs; CPU tensors for the interpreter's INTERPRETER_SMS),
+    one (N,) program per row otherwise. Fails if the split is never taken."""
+    for device, n, c, k, s in [("meta", 64, 10**6, 32, 4), ("cpu", 2, 66000, 3, 4)]:
+        x = torch.empty((n, c), device=device)
+        t = torch.zeros((n, k), dtype=torch.int64, device=device)
+        for want in (True, False):
+            _, _, steps = tb.launch_plan(x, t, margin=1.0, p=2, weight=None, want_grad=want)
+            assert [(name, grid) for name, grid, _, _ in steps] == [
+                ("multilabel_hinge_split_kernel", (n, s)),
+                ("multilabel_hinge_finish_kernel", (n, s if want else 1)),
+            ], (device, want)
+    x = torch.empty((4096, 4096), device="meta")
+    t = torch.zeros((4096, 64), dtype=torch.int64, device="meta")
+    _, _, steps = tb.launch_plan(x, t, margin=1.0, p=1, weight=None, want_grad=True)
+    assert [(name, grid) for name, grid, _, _ in steps] == [("multilabel_hinge_kernel", (4096,))]
 
 
 @pytest.mark.gpu
@@ -334,6 +383,9 @@ def _compile_tool():
     return sys.modules[name]
 
 
+WHOLE, SPLIT, FINISH = (
+    "multilabel_hinge_kernel", "multilabel_hinge_split_kernel", "multilabel_hinge_finish_kernel"
+)  # fmt: skip
 # budgets of the compiled variants (see the module docstring)
 REG_BUDGET = {("f32", 8): 128, ("f32", 4): 128, ("f64", 4): 192}
 SMEM_BUDGET = 8 * 1024
@@ -359,23 +411,36 @@ def test_kernel_compiles_for_sm80_and_sm90():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = [json.loads(ln) for ln in result.stdout.splitlines() if ln.startswith("{")]
-    assert len(rows) == 2 * len(_compile_tool().cases())
+    assert len(rows) == 2 * len(_compile_tool().launch_items())
     assert {r["arch"] for r in rows} == {80, 90}
-    assert {r["scores"] for r in rows} == {"float16", "bfloat16", "float32", "float64"}
+    dtypes = {"float16", "bfloat16", "float32", "float64"}
+    assert {r["scores"] for r in rows} == dtypes
+    # the split grid is compiled for every score dtype (the launcher's own choice at N < 264)
+    assert {r["scores"] for r in rows if r["kernel"] == SPLIT} == dtypes
+    assert {r["kernel"] for r in rows} == {WHOLE, SPLIT, FINISH}
     for r in rows:
         what = (
-            f"sm_{r['arch']} {r['scores']} {r['targets']} {tuple(r['shape'])} p={r['p']} "
-            f"weight={r['weight']} {r['mode']} (BLOCK_T={r['BLOCK_T']} BLOCK_C={r['BLOCK_C']} "
-            f"warps={r['num_warps']})"
+            f"sm_{r['arch']} {r['kernel']} {r['scores']} {r['targets']} {tuple(r['shape'])} "
+            f"p={r['p']} weight={r['weight']} {r['mode']} grid={r['grid']} "
+            f"(BLOCK_T={r['BLOCK_T']} BLOCK_C={r['BLOCK_C']} warps={r['num_warps']})"
         )
-        # the launcher's block sizes, specialised as Triton does at launch (strides of 1)
+        # the launcher's block sizes and split (meta tensors: META_SMS), specialised as Triton
+        # does at launch (strides of 1)
+        n = r["shape"][0]
         cfg = tb.launch_config(*r["shape"], r["scores"] == "float64")
-        assert (r["BLOCK_T"], r["BLOCK_C"], r["num_warps"]) == (
-            cfg["BLOCK_T"], cfg["BLOCK_C"], cfg["num_warps"]
-        ), what  # fmt: skip
-        assert {"stride_xc", "stride_tk", "stride_gc"} <= set(r["specialised"]), what
-        assert r["margin_param"] == "f64", f"{what}: margin is .{r['margin_param']}"
-        assert r["margin_loads"] and all(t.endswith("64") for t in r["margin_loads"]), what
+        assert (r["BLOCK_T"], r["BLOCK_C"]) == (cfg["BLOCK_T"], cfg["BLOCK_C"]), what
+        if r["kernel"] == WHOLE:
+            assert r["grid"] == [n] and cfg["S"] == 1, what
+        else:
+            rows_s = cfg["S"] if r["kernel"] == SPLIT or r["want_grad"] else 1
+            assert r["grid"] == [n, rows_s] and cfg["S"] > 1, what
+        if r["kernel"] != FINISH:
+            assert r["num_warps"] == cfg["num_warps"], what
+            assert {"stride_xc", "stride_tk", "stride_gc"} <= set(r["specialised"]), what
+            assert r["margin_param"] == "f64", f"{what}: margin is .{r['margin_param']}"
+            assert r["margin_loads"] and all(t.endswith("64") for t in r["margin_loads"]), what
+        else:
+            assert "stride_gc" in r["specialised"] and r["margin_param"] is None, what
         assert r["spill_stores"] == 0 and r["spill_loads"] == 0, f"{what}: spills {r}"
         assert r["stack_frame"] == 0 and r["stack"] == 0 and r["local"] == 0, f"{what}: {r}"
         cls = ("f64" if r["scores"] == "float64" else "f32", r["num_warps"])
@@ -774,25 +839,41 @@ def test_launch_happens_inside_the_device_guard(device, monkeypatch):
         def __exit__(self, *exc):
             events.append(("exit", self.dev))
 
-    real = tb._kernels().multilabel_hinge_kernel
+    real = tb._kernels()
 
     class Spy:
+        def __init__(self, name):
+            self.name = name
+
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
-                events.append(("launch", None))
-                return real[grid](*args, **kwargs)
+                events.append(("launch", self.name))
+                return getattr(real, self.name)[grid](*args, **kwargs)
 
             return launch
 
+    class Kernels:
+        def __getattr__(self, name):
+            return Spy(name)
+
     monkeypatch.setattr(tb, "_device_guard", Guard)
-    monkeypatch.setattr(tb, "_kernels", lambda: type("K", (), {"multilabel_hinge_kernel": Spy()}))
+    monkeypatch.setattr(tb, "_kernels", Kernels)
     x = torch.randn(3, 7, dtype=torch.float64, device=device)
     t = torch.tensor([[0, 4, -1], [6, 6, 1], [-1, 0, 0]], device=device)
-    loss, _ = tb.hinge(x, t, margin=1.0, p=1, weight=None, want_grad=False)
-    assert events == [("enter", x.device), ("launch", None), ("exit", x.device)]
     ref, _ = reference.hinge_numpy(x.cpu().numpy(), t.cpu().numpy(), margin=1.0, p=1,
                                    weight=None, want_grad=False)  # fmt: skip
+    loss, _ = tb.hinge(x, t, margin=1.0, p=1, weight=None, want_grad=False)
+    assert events == [("enter", x.device), ("launch", "multilabel_hinge_kernel"),
+                      ("exit", x.device)]  # fmt: skip
     assert_close(loss.cpu(), ref, rtol=1e-12, atol=1e-12, what="guarded launch")
+    # split rows: both launches inside one guard
+    events.clear()
+    monkeypatch.setattr(tb, "programs_per_row", lambda *a, **k: 2)
+    monkeypatch.setattr(tb, "BLOCK_C_RANGE", (8, 16))
+    loss, _ = tb.hinge(x, t, margin=1.0, p=1, weight=None, want_grad=False)
+    assert events == [("enter", x.device), ("launch", "multilabel_hinge_split_kernel"),
+                      ("launch", "multilabel_hinge_finish_kernel"), ("exit", x.device)]  # fmt: skip
+    assert_close(loss.cpu(), ref, rtol=1e-12, atol=1e-12, what="guarded split launch")
 
 
 @pytest.mark.gpu
@@ -824,6 +905,7 @@ class _ScratchHazards:
     def __init__(self):
         self.program = None
         self.epoch = 0
+        self.barriers = 0  # in all programs
         self.seen = {}  # address -> [(epoch, op, kind, line)]
         self.hazards = []
 
@@ -854,25 +936,11 @@ class _ScratchHazards:
 
     def barrier(self):
         self.epoch += 1
+        self.barriers += 1
 
 
-@pytest.mark.skipif(not INTERPRETED, reason="records the interpreter's memory operations")
-@pytest.mark.parametrize(
-    ("dtype", "p", "want_grad"),
-    [
-        ("float32", 1, False),
-        ("float32", 2, True),
-        ("float64", 2, False),
-        ("float64", 1, True),
-        ("float16", 2, True),  # the float32 gradient scratch of several tiles
-    ],
-)
-def test_scratch_reuse_is_separated_by_barriers(dtype, p, want_grad, small_blocks, monkeypatch):
-    """Every tile reuses the row's scratch (sorted thresholds, classes, prefix sums, bitmap,
-    gradient accumulator): between an access of one tile and a conflicting access of the
-    next, in every path (also loss-only), there is a tl.debug_barrier. The interpreter runs a
-    program's lanes in lock step and cannot race, so the order is checked instead: loss-only
-    rows had no barrier between one tile's binary searches and the next tile's writes."""
+def _record_hazards(monkeypatch) -> _ScratchHazards:
+    """A _ScratchHazards fed by the interpreter's loads, stores, atomics and barriers."""
     from triton.runtime import interpreter as ti
 
     rec = _ScratchHazards()
@@ -898,6 +966,27 @@ def test_scratch_reuse_is_separated_by_barriers(dtype, p, want_grad, small_block
     monkeypatch.setattr(ti.InterpreterBuilder, "create_masked_store", store)
     monkeypatch.setattr(ti.InterpreterBuilder, "create_atomic_rmw", rmw)
     monkeypatch.setattr(ti.InterpreterBuilder, "create_barrier", lambda self: rec.barrier())
+    return rec
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="records the interpreter's memory operations")
+@pytest.mark.parametrize(
+    ("dtype", "p", "want_grad"),
+    [
+        ("float32", 1, False),
+        ("float32", 2, True),
+        ("float64", 2, False),
+        ("float64", 1, True),
+        ("float16", 2, True),  # the float32 gradient scratch of several tiles
+    ],
+)
+def test_scratch_reuse_is_separated_by_barriers(dtype, p, want_grad, small_blocks, monkeypatch):
+    """Every tile reuses the row's scratch (sorted thresholds, classes, prefix sums, bitmap,
+    gradient accumulator): between an access of one tile and a conflicting access of the
+    next, in every path (also loss-only), there is a tl.debug_barrier. The interpreter runs a
+    program's lanes in lock step and cannot race, so the order is checked instead: loss-only
+    rows had no barrier between one tile's binary searches and the next tile's writes."""
+    rec = _record_hazards(monkeypatch)
     rng = np.random.default_rng(3)
     x = rng.integers(-8, 9, size=(2, 37)) / 4
     t = rng.integers(0, 37, size=(2, 13))  # four tiles of BLOCK_T = 4
@@ -908,3 +997,218 @@ def test_scratch_reuse_is_separated_by_barriers(dtype, p, want_grad, small_block
         "unordered conflicting accesses (program, first kind, line, second kind, line): "
         f"{rec.hazards}"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 item 2: rows split across programs (grid (N, S), a fixed-order finishing kernel)
+# ---------------------------------------------------------------------------------------------
+def _force_split(monkeypatch, s):
+    """Every launch whose K fits one tile splits its rows into ``s`` slices; BLOCK_C = 16,
+    so that slices are 32 classes (a bitmap word) or more and several chunks long."""
+    monkeypatch.setattr(tb, "BLOCK_C_RANGE", (8, 16))
+    monkeypatch.setattr(tb, "programs_per_row", lambda *args, **kwargs: s)
+
+
+def _grid(x, t, want_grad=True):
+    _, _, steps = tb.launch_plan(x, t, margin=1.0, p=1, weight=None, want_grad=want_grad)
+    return [(name, grid) for name, grid, _, _ in steps]
+
+
+def _split_problem(seed, n=4, c=70, k=12):
+    """Scores in quarters (exact in every dtype; ties at the margin), K ≠ C, a row with a
+    terminator and valid values after it, a row with T = 0, duplicates, and positives in
+    every slice."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-8, 9, size=(n, c)) / 4
+    t = rng.integers(0, c, size=(n, k))
+    t[1, 4] = -1  # T = 4, then valid values after the terminator
+    t[2, 0] = -1  # T = 0
+    t[3, :3] = [c - 1, c - 1, 5]  # a duplicate
+    return x, t
+
+
+SPLIT_GTOL = {"float16": 1e-3, "bfloat16": 8e-3, "float32": 1e-5, "float64": 1e-12}
+
+
+SPLIT_DTYPES = ["float16", "bfloat16", "float32", "float64"]
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="forces the split on interpreted programs")
+@pytest.mark.parametrize("dtype", SPLIT_DTYPES)
+@pytest.mark.parametrize("p", [1, 2])
+def test_split_rows_match_the_oracle(dtype, p, monkeypatch):
+    """The split path (forced: S = 2, 3 or 5 over 3 chunks of 32 classes, S = 5 with two
+    slices empty) gives the oracle's loss and gradient (on the same rounded scores, per-dtype
+    tolerances) for weight / no weight, grad_scale none / a number / (N,) (the cases rotate
+    S, weight and scale so that each dtype and p meets several), K ≠ C, T = 0, duplicates and
+    values after the terminator; the loss-only launch gives the same loss."""
+    x, t = _split_problem(seed=17 * p + len(dtype))
+    n, c = x.shape
+    xt = _half_tensor(x, dtype, "cpu")
+    xr = xt.double().numpy()  # the values the kernel sees
+    tt = torch.tensor(t)
+    rng = np.random.default_rng(p)
+    w = rng.integers(128, 512, size=c) / 256
+    row_scale = np.array([0.5, -2.0, 1.0, 4.0])
+    tol = TOL[dtype]
+    i = (SPLIT_DTYPES.index(dtype) + p) % 3
+    for s in [(2, 3, 5)[i]]:
+        _force_split(monkeypatch, s)
+        assert _grid(xt, tt) == [
+            ("multilabel_hinge_split_kernel", (n, s)),
+            ("multilabel_hinge_finish_kernel", (n, s)),
+        ]
+        weight = w if i != 1 else None
+        scale = [None, 0.125, torch.tensor(row_scale)][i]
+        loss, grad = tb.hinge(xt, tt, margin=1.0, p=p, want_grad=True, grad_scale=scale,
+                              weight=None if weight is None else torch.tensor(weight))  # fmt: skip
+        only, _ = tb.hinge(xt, tt, margin=1.0, p=p, want_grad=False,
+                           weight=None if weight is None else torch.tensor(weight))  # fmt: skip
+        ref_loss, ref_grad = oracle_dense(xr, t, p=p, weight=weight)
+        factor = {0: 1.0, 1: 0.125, 2: row_scale[:, None]}[i]
+        what = f"S={s} {dtype} p={p} weight={weight is not None} scale={i}"
+        assert grad.dtype == xt.dtype
+        assert_close(loss.double().numpy(), ref_loss, rtol=tol, atol=tol, what=f"{what} loss")
+        assert torch.equal(only, loss), what
+        gtol = SPLIT_GTOL[dtype]
+        assert_close(grad.double().numpy(), ref_grad * factor, rtol=gtol, atol=gtol,
+                     what=f"{what} grad")  # fmt: skip
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="forces the split on interpreted programs")
+@pytest.mark.parametrize(("tdtype", "p"), [("int32", 2), ("int64", 1)])
+def test_split_rows_nan_rules(tdtype, p, monkeypatch):
+    """Split rows keep the NaN rules: a target outside [-1, C) anywhere in the row (also after
+    the terminator; int64 compared as 64-bit) makes the whole row NaN, the gradient NaN
+    whatever the scale (also 0); a NaN score in one slice makes the row NaN in every slice; a
+    NaN score in a row without positives does not. Other rows exact."""
+    _force_split(monkeypatch, 3)
+    c, k = 70, 11
+    t, bad = _invalid_target_rows(c, k, wide=tdtype == "int64")
+    t = t.astype(tdtype)
+    n = t.shape[0]
+    rng = np.random.default_rng(13 + p)
+    x = rng.integers(-6, 7, size=(n, c)) / 2
+    x[0, 66] = np.nan  # valid row 0: NaN in the last slice, positives in the first
+    x[5, c - 1] = np.nan  # valid row 5: a positive's score
+    x[7, 3] = np.nan  # no positives (and invalid anyway)
+    weight = rng.uniform(0.5, 2.0, c)
+    scale = rng.uniform(-2.0, 2.0, n)
+    scale[1] = 0.0
+    assert _grid(torch.tensor(x), torch.tensor(t))[0] == ("multilabel_hinge_split_kernel", (n, 3))
+    loss, grad = _triton_np(x, t, device="cpu", p=p, weight=weight, scale=scale)
+    only, _ = _triton_np(x, t, device="cpu", p=p, weight=weight, want_grad=False)
+    assert np.isnan(loss[bad]).all() and np.isnan(only[bad]).all() and np.isnan(grad[bad]).all()
+    ref_loss, ref_grad = _oracle_raw(x[~bad], t[~bad], p=p, weight=weight)
+    assert np.isnan(ref_loss[0]) and np.isnan(ref_loss[1])  # rows 0 and 5 of x
+    assert_close(loss[~bad], ref_loss, rtol=1e-12, atol=1e-12, what="valid rows' loss")
+    assert_close(only[~bad], ref_loss, rtol=1e-12, atol=1e-12, what="valid rows' loss only")
+    assert_close(grad[~bad], ref_grad * scale[~bad, None], rtol=1e-12, atol=1e-12,
+                 what="valid rows' grad")  # fmt: skip
+    # a row with a NaN score and no positives is not NaN
+    xa = np.arange(64.0).reshape(1, 64) / 8
+    xa[0, 40] = np.nan
+    ta = np.arange(64)[::-1][None, :16].copy()
+    ta[0, :] = -1
+    la, ga = _triton_np(xa, ta, device="cpu", p=p)
+    assert la[0] == 0.0 and (ga == 0.0).all()
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="forces the split on interpreted programs")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize(("dtype", "p"), [("float32", 2), ("float64", 1)])
+def test_split_rows_infinite_scores(dtype, p, monkeypatch):
+    """±inf scores in split rows, each case's classes spread over three slices (class j of
+    INF_CASES at column 13·j of 70): the oracle's IEEE values, loss and gradient."""
+    _force_split(monkeypatch, 3)
+    x6, t6 = _inf_problem()
+    n, c = x6.shape[0], 70
+    x = np.full((n, c), -100.0)
+    x[:, 13 * np.arange(x6.shape[1])] = x6
+    t = np.where(t6 >= 0, 13 * t6, -1)
+    x = x.astype(dtype)
+    weight = np.linspace(0.5, 2.0, c)
+    loss, grad = _triton_np(x, t, device="cpu", p=p, weight=weight)
+    ref_loss, ref_grad = _oracle_raw(x.astype(np.float64), t, p=p, weight=weight)
+    for i, name in enumerate(INF_CASES):
+        assert_close(loss[i], ref_loss[i], rtol=1e-6, atol=1e-6, what=f"{name}: loss")
+        assert_close(grad[i], ref_grad[i], rtol=1e-6, atol=1e-6, what=f"{name}: grad")
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="forces the split on interpreted programs")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_split_rows_are_deterministic_and_match_one_program_per_row(monkeypatch):
+    """Two runs of the split path are bitwise equal (no float atomics; the partials are summed
+    in a fixed order); the split and the one-program-per-row path differ by rounding only.
+    Also C < K (K > C with C = 5: two of three slices empty) and a float64 +inf positive."""
+    rng = np.random.default_rng(21)
+    x = torch.tensor(rng.normal(size=(3, 100)), dtype=torch.float32)
+    t = torch.tensor(rng.integers(0, 100, size=(3, 16)))
+    kw = {"margin": 1.0, "p": 2, "weight": None, "want_grad": True}
+    _force_split(monkeypatch, 1)
+    whole = tb.hinge(x, t, **kw)
+    assert _grid(x, t)[0] == ("multilabel_hinge_kernel", (3,))
+    _force_split(monkeypatch, 4)
+    runs = [tb.hinge(x, t, **kw) for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    assert_close(runs[0][0], whole[0], rtol=1e-5, atol=0, what="split vs whole loss")
+    assert_close(runs[0][1], whole[1], rtol=1e-5, atol=1e-5, what="split vs whole grad")
+    _force_split(monkeypatch, 3)
+    xs = np.array([[0.0, 0.5, np.inf, 0.2, -1.0], [1.0, -1.0, 0.5, 0.5, 2.0]])
+    ts = np.array([[2, -1, 0, 0, 0, 0, 0, 0], [3, 1, 3, -1, 0, 2, 4, 4]])
+    for p in (1, 2):
+        loss, grad = _triton_np(xs, ts, device="cpu", p=p)
+        ref_loss, ref_grad = oracle_dense(xs, ts, p=p)
+        assert loss[0] == 0.0 and (grad[0] == 0.0).all()
+        assert_close(loss, ref_loss, rtol=1e-15, atol=0, what=f"C < K loss p={p}")
+        assert_close(grad, ref_grad, rtol=1e-15, atol=1e-15, what=f"C < K grad p={p}")
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="records the interpreter's memory operations")
+@pytest.mark.parametrize(("dtype", "p", "want_grad"), [("float32", 2, True), ("float64", 1, False)])
+def test_split_scratch_is_separated_by_barriers(dtype, p, want_grad, monkeypatch):
+    """The split kernel's programs write their scratch (bitmap words of their slice, sorted
+    table, prefix sums) and read it back across lanes: a barrier separates each write from
+    other operations' reads, as in test_scratch_reuse_is_separated_by_barriers."""
+    _force_split(monkeypatch, 3)
+    rec = _record_hazards(monkeypatch)
+    rng = np.random.default_rng(4)
+    x = rng.integers(-8, 9, size=(2, 70)) / 4
+    t = rng.integers(0, 70, size=(2, 13))
+    t[1, 6] = -1
+    _triton_np(x.astype(dtype), t, device="cpu", p=p, want_grad=want_grad,
+               weight=rng.uniform(0.5, 2.0, 70), scale=[0.5, 2.0] if want_grad else None)  # fmt: skip
+    assert rec.barriers > 0 and not rec.hazards, (
+        "unordered conflicting accesses (program, first kind, line, second kind, line): "
+        f"{rec.hazards}"
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("p", [1, 2])
+def test_gpu_split_rows(dtype, p, monkeypatch):
+    """On a GPU, the launcher's own split (N = 16 rows of 200,000 classes, the device's SM
+    count): the reference's values and gradients, bitwise-equal reruns, and the
+    one-program-per-row path within rounding."""
+    rng = np.random.default_rng(p)
+    n, c, k = 16, 200_000, 32
+    x = _half_tensor(rng.normal(size=(n, c)), dtype, "cuda")
+    t = torch.tensor(rng.integers(-1, c, size=(n, k)), device="cuda")
+    assert _grid(x, t)[0][0] == "multilabel_hinge_split_kernel"
+    kw = {"margin": 1.0, "p": p, "weight": None, "want_grad": True}
+    runs = [tb.hinge(x, t, **kw) for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    ref_loss, ref_grad = reference.hinge_numpy(
+        x.double().cpu().numpy(), t.cpu().numpy(), margin=1.0, p=p, weight=None, want_grad=True
+    )
+    tol = {"float64": 1e-10, "float32": 1e-4}.get(dtype, 1e-3)
+    assert_close(runs[0][0].cpu(), ref_loss, rtol=tol, atol=tol, what="split loss")
+    scale = np.abs(ref_grad).max()
+    gtol = SPLIT_GTOL[dtype] if dtype != "float32" else 1e-4
+    assert_close(runs[0][1].double().cpu(), ref_grad, rtol=gtol, atol=gtol * scale,
+                 what="split grad")  # fmt: skip
+    monkeypatch.setattr(tb, "programs_per_row", lambda *a, **kw: 1)
+    whole = tb.hinge(x, t, **kw)
+    assert_close(runs[0][0].cpu(), whole[0].cpu(), rtol=tol, atol=tol, what="split vs whole")

@@ -1,9 +1,11 @@
 """Triton kernels of the pairwise multilabel hinge (device code only; the launch lives in
 ``xmargin/backends/triton.py``).
 
-One program per sample (row). With x the row's scores, t its targets and T the number of
-entries before the first negative target (the positive slots, duplicates included), the
-program computes
+Three kernels: ``multilabel_hinge_kernel``, one program per sample (row), and for rows split
+across programs (see "Split rows" below) ``multilabel_hinge_split_kernel`` and
+``multilabel_hinge_finish_kernel``. With x the row's scores, t its targets and T the number of
+entries before the first negative target (the positive slots, duplicates included), they
+compute
 
     loss = Σ_{k < T} W[t_k] · Σ_{j negative} max(0, x_j − thr_k)^p,   thr_k = x[t_k] − margin
 
@@ -63,6 +65,40 @@ writes, and others separate each write from the reads of other lanes within a ti
 Determinism: every sum has a fixed order (register reductions, chunks in sequence) and the only
 atomics are integer ORs, so equal inputs give bitwise equal outputs. Every memory access is
 masked to the row, whatever the targets hold.
+
+Split rows (grid (N, S); the launcher splits when N is small against the SM count and K <=
+BLOCK_T, so a row's positives are one tile). Program (n, s) of ``multilabel_hinge_split_kernel``
+does phases 0 and 2 for row n itself (every program of the row builds the same sorted table in
+its own scratch: O(K log K) work, no dependence between programs and no third launch), phase
+1 for its slice only (the slice's bitmap words are zeroed and its positives' bits set: slices
+are whole 32-class words), then phase 3 over its slice [s·SLICE, (s + 1)·SLICE) of the
+classes, writing each negative's gradient in its final value (one tile: nothing to add later)
+and 0 at the positives. Instead of phase 4 it writes the slice's partials: the loss Σ over its
+negatives, hist[u] (its negatives with u + 1 thresholds below) and, for p = 2, hist_x[u] (the
+sum of their x'), with a flag word (NaN score seen, negative seen, invalid targets) and T.
+``multilabel_hinge_finish_kernel`` then, per row, sums the S partials in the fixed order
+s = 0, 1, ..., S − 1 (counts are integers; the float sums are the only ones whose order
+matters, and it is fixed) and runs phase 4 on the totals with the table of program (n, 0):
+
+    loss_n = Σ_s part_s
+    d/dx[c_s] = −m_s·W_s·above_s   (p = 1),  −2·m_s·W_s·(Σ_{v ≥ s} hist_x[v] − thr'_s·above_s)
+    above_s = Σ_{v ≥ s} hist[v],   hist = Σ_s hist_s,   hist_x = Σ_s hist_x_s
+
+(the same algebra as phase 4: the bins of all slices are relative to the same sorted table
+and pivot). The positives' gradient is a plain store over the split kernel's 0: one rounding
+to a half dtype, and the scale applied before it. The NaN rule needs the whole row: its
+flags are ORed over the slices, and in a NaN row every finishing program fills its own slice
+with NaN. Results equal the one-program-per-row kernel's up to the order of the float sums
+(rounding), and are bitwise repeatable: no float atomics, no order that depends on timing.
+
+The split kernel issues the next chunk's loads (scores and bitmap words) before working on
+the current chunk, so that each program has two chunks' DRAM round trips in flight: a split
+program is otherwise bound by one round trip per chunk, not by bandwidth.
+
+Per-bin sums for p = 2 (``_sum_per_bin``): lanes sorted by (bin, lane) with one int32 key
+bin·BLOCK_C + lane (it was an int64 key (bin << 32) | lane: the same order, so the same sums,
+at half the compare-swap width), then a segmented scan; see that function for why not a
+one-hot reduction or atomics.
 """
 
 import triton
@@ -93,6 +129,11 @@ def _min_combine(a, b):
 
 
 @triton.jit
+def _or_combine(a, b):
+    return a | b
+
+
+@triton.jit
 def _segmented_add(va, fa, vb, fb):
     # combine of an inclusive scan that restarts where a flag is set
     return tl.where(fb, vb, va + vb), fa | fb
@@ -101,13 +142,22 @@ def _segmented_add(va, fa, vb, fb):
 @triton.jit
 def _sum_per_bin(values, bins, hit, count, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
     """Σ values per bin (bins in [0, BLOCK_T), lanes with hit) in a fixed order: the lanes are
-    sorted by bin, then a segmented scan sums each bin's run; ``count`` is the per-bin
-    histogram of the same lanes."""
+    sorted by (bin, lane), then a segmented scan sums each bin's run; ``count`` is the per-bin
+    histogram of the same lanes.
+
+    Why a sort: Triton has no register scatter-add and float atomics would make the sum's order
+    (and so its rounding) depend on timing. A one-hot [BLOCK_C, BLOCK_T] reduction is
+    deterministic too, but costs BLOCK_C·BLOCK_T selects and a cross-warp reduction of
+    BLOCK_T columns per chunk (262,144 at 1024 × 256). The sort key is one int32,
+    bin·BLOCK_C + lane (< 2^19), instead of the former (bin << 32 | lane) int64: the same
+    order, so the same sums bitwise, with half the registers and shuffles per compare-swap of
+    the bitonic network."""
+    tl.static_assert((BLOCK_T + 1) * BLOCK_C < 2**31)
     lane = tl.arange(0, BLOCK_C)
-    key = (tl.where(hit, bins, BLOCK_T).to(tl.int64) << 32) | lane.to(tl.int64)
+    key = tl.where(hit, bins, BLOCK_T) * BLOCK_C + lane
     key = tl.sort(key)
-    lane_s = (key & 0xFFFFFFFF).to(tl.int32)
-    bin_s = (key >> 32).to(tl.int32)
+    lane_s = key % BLOCK_C
+    bin_s = key // BLOCK_C
     v_s = tl.gather(values, lane_s, 0)
     starts = tl.cumsum(count, 0) - count  # first sorted lane of each bin
     first = tl.gather(starts, tl.minimum(bin_s, BLOCK_T - 1), 0)
@@ -115,6 +165,245 @@ def _sum_per_bin(values, bins, hit, count, BLOCK_C: tl.constexpr, BLOCK_T: tl.co
     scan, _ = tl.associative_scan((v_s, is_start), 0, _segmented_add)
     last = tl.maximum(starts + count - 1, 0)
     return tl.where(count > 0, tl.gather(scan, last, 0), 0.0)
+
+
+@triton.jit
+def _check_targets(
+    t_row,  # the row's targets
+    stride_tk,  # column stride of t
+    K,  # number of target columns
+    C,  # number of classes
+    BLOCK_T: tl.constexpr,  # entries read at a time
+):
+    """(T, bad): T the index of the first negative target (K when there is none), bad whether
+    the row holds any value outside [-1, C), also after the terminator. A bad row gets T = 0
+    (no tiles: it is filled with NaN at the end). One pass over the K entries: the search for
+    the terminator checks the entries it reads, the second loop the rest. v keeps the targets'
+    width, so int64 values are compared as 64-bit numbers (2**32 + 1 is out of range, not
+    class 1)."""
+    slot = tl.arange(0, BLOCK_T)
+    n_pos = K
+    bad = tl.zeros([BLOCK_T], tl.int32)
+    k0 = 0
+    while k0 < n_pos:
+        idx = k0 + slot
+        inside = idx < K
+        v = tl.load(t_row + idx.to(tl.int64) * stride_tk, mask=inside, other=0)
+        n_pos = tl.minimum(n_pos, tl.min(tl.where((v < 0) & inside, idx, K), 0))
+        bad |= (inside & ((v < -1) | (v >= C))).to(tl.int32)
+        k0 += BLOCK_T
+    while k0 < K:
+        idx = k0 + slot
+        inside = idx < K
+        v = tl.load(t_row + idx.to(tl.int64) * stride_tk, mask=inside, other=0)
+        bad |= (inside & ((v < -1) | (v >= C))).to(tl.int32)
+        k0 += BLOCK_T
+    bad_row = tl.max(bad, 0) > 0
+    return tl.where(bad_row, 0, n_pos), bad_row
+
+
+@triton.jit
+def _tile_table(
+    x_row,  # the row's scores
+    stride_xc,  # column stride of x
+    t_row,  # the row's targets
+    stride_tk,  # column stride of t
+    w_ptr,  # (C,) class weights (HAS_WEIGHT)
+    ts_row,  # (BLOCK_T,) F scratch: out, the sorted thresholds rounded down for compares
+    cls_row,  # (BLOCK_T,) int32 scratch (the float64 ranking)
+    pre_row,  # (3, BLOCK_T + 1) F scratch: out, prefix sums of W, W·thr', W·thr'²
+    s0,  # first positive slot of the tile
+    n_pos,  # T
+    C,  # number of classes
+    margin64,  # the margin, float64
+    P: tl.constexpr,  # 1 or 2
+    HAS_WEIGHT: tl.constexpr,  # per-class weights
+    F: tl.constexpr,  # tl.float32 or tl.float64
+    BLOCK_T: tl.constexpr,  # slots per tile
+):
+    """Phase 2 of the module docstring for the tile of slots [s0, s0 + BLOCK_T): the
+    thresholds sorted by (threshold, class), written to ts_row and pre_row (a barrier ends
+    it). Returns (c_s, ok_s, n_t, piv, thr, w_s): the sorted classes (0 in padding slots),
+    which slots hold one, their number, the tile's pivot, thr' = thr − piv and W per slot."""
+    IS_F64: tl.constexpr = tl.float64 == F
+    RANK_CHUNK: tl.constexpr = 16 if BLOCK_T > 16 else BLOCK_T
+    slot = tl.arange(0, BLOCK_T)
+    n_t = tl.minimum(n_pos - s0, BLOCK_T)
+    ok = slot < n_t
+    c = tl.load(t_row + (s0 + slot).to(tl.int64) * stride_tk, mask=ok, other=0).to(tl.int32)
+    ok = ok & (c >= 0) & (c < C)
+    # padding: class 2**31 - 1 (never loaded), so that (inf, class) ranks it after every
+    # slot, also after a positive at +inf (as class 0 it took that one's slot in the
+    # float64 ranking, and class 0 became a positive)
+    c = tl.where(ok, c, 0x7FFFFFFF)
+    x_c = tl.load(x_row + c.to(tl.int64) * stride_xc, mask=ok, other=0.0)
+    if IS_F64:
+        thr_cmp = tl.where(ok, x_c.to(tl.float64) - margin64, float("inf"))
+        # rank by (threshold, class, slot): O(BLOCK_T²) compares, float64 only, against
+        # RANK_CHUNK slots at a time read back from scratch (a BLOCK_T² block of float64
+        # compares held at once took every register there is)
+        tl.store(ts_row + slot, thr_cmp)
+        tl.store(cls_row + slot, c)
+        tl.debug_barrier()
+        a = thr_cmp[:, None]
+        ca = c[:, None]
+        rank = tl.zeros([BLOCK_T], tl.int32)
+        for j0 in range(0, BLOCK_T, RANK_CHUNK):
+            other = j0 + tl.arange(0, RANK_CHUNK)
+            b = tl.load(ts_row + other)[None, :]
+            cb = tl.load(cls_row + other)[None, :]
+            before = (b < a) | (
+                (b == a) & ((cb < ca) | ((cb == ca) & (other[None, :] < slot[:, None])))
+            )
+            rank += tl.sum(before.to(tl.int32), 1)
+        tl.debug_barrier()  # every read of the unsorted slots before the scatter
+        tl.store(cls_row + rank, c)
+        tl.debug_barrier()
+        c_s = tl.load(cls_row + slot)
+    else:
+        thr_cmp = _round_down_f32(x_c.to(tl.float64) - margin64)
+        key = (_sortable(thr_cmp).to(tl.int64) << 32) | c.to(tl.int64)
+        key = tl.where(ok, key, 0x7FFFFFFFFFFFFFFF)  # padding sorts last
+        key = tl.sort(key)
+        c_s = (key & 0xFFFFFFFF).to(tl.int32)
+    ok_s = slot < n_t
+    c_s = tl.where(ok_s & (c_s >= 0) & (c_s < C), c_s, 0)  # memory-safe whatever happened
+    x_s = tl.load(x_row + c_s.to(tl.int64) * stride_xc, mask=ok_s, other=0.0)
+    if IS_F64:
+        ts = x_s.to(tl.float64) - margin64
+    else:
+        ts = _round_down_f32(x_s.to(tl.float64) - margin64)
+    # Sums relative to a pivot: with x' = x − piv and thr' = (x[c] − piv) − margin,
+    #     Σ W·(x − thr)^p = Σ W·(x' − thr')^p,
+    # but A0·x² − 2·x·A1 + A2 cancels catastrophically when the scores are large and close
+    # together (float32 scores ~1e3 lost 1e-2 of the loss), A0·x'² − 2·x'·A1' + A2' does
+    # not: piv is the score of the tile's median threshold (0 if that is not finite), so
+    # x − piv is exact for scores within a factor 2 of it (Sterbenz) and x', thr' are of the
+    # size of the hinges. Only the sums move: every comparison uses the unshifted ts.
+    xf = x_s.to(F)
+    piv = tl.sum(tl.where(slot == (n_t - 1) // 2, xf, 0.0), 0)
+    piv = tl.where(piv - piv == 0.0, piv, 0.0)
+    # thr', the threshold for sums: formed in float64 with the float64 margin, rounded once
+    thr = ((x_s.to(tl.float64) - piv.to(tl.float64)) - margin64).to(F)
+    if HAS_WEIGHT:
+        w_s = tl.load(w_ptr + c_s, mask=ok_s, other=0.0).to(F)
+    else:
+        w_s = tl.where(ok_s, 1.0, 0.0).to(F)
+    wt = tl.where(ok_s, w_s * thr, 0.0)
+    tl.store(ts_row + slot, tl.where(ok_s, ts, float("inf")))
+    tl.store(pre_row, 0.0)
+    tl.store(pre_row + 1 + slot, tl.cumsum(w_s, 0))
+    tl.store(pre_row + (BLOCK_T + 1), 0.0)
+    tl.store(pre_row + (BLOCK_T + 1) + 1 + slot, tl.cumsum(wt, 0))
+    if P == 2:
+        tl.store(pre_row + 2 * (BLOCK_T + 1), 0.0)
+        tl.store(pre_row + 2 * (BLOCK_T + 1) + 1 + slot, tl.cumsum(wt * thr, 0))
+    tl.debug_barrier()
+    return c_s, ok_s, n_t, piv, thr, w_s
+
+
+@triton.jit
+def _load_chunk(
+    x_row,  # the row's scores
+    stride_xc,  # column stride of x
+    b_row,  # the row's bitmap of positives
+    cols,  # (BLOCK_C,) int32 classes of the chunk
+    end,  # classes >= end are not read
+):
+    """The chunk's scores (x's dtype, 0 past end) and bitmap words."""
+    in_row = cols < end
+    xr = tl.load(x_row + cols.to(tl.int64) * stride_xc, mask=in_row, other=0.0)
+    word = tl.load(b_row + cols // 32, mask=in_row, other=0)
+    return xr, word
+
+
+@triton.jit
+def _judge_chunk(
+    xr,  # (BLOCK_C,) the chunk's scores, as loaded (_load_chunk)
+    word,  # (BLOCK_C,) their bitmap words
+    ts_row,  # the tile's sorted thresholds (compare values)
+    pre_row,  # the tile's prefix sums
+    cols,  # (BLOCK_C,) int32 classes of the chunk
+    end,  # classes >= end are not read (C, or the end of the slice)
+    n_t,  # thresholds in the tile
+    top,  # the largest power of two <= n_t (1 when n_t = 0)
+    piv,  # the tile's pivot
+    P: tl.constexpr,  # 1 or 2
+    F: tl.constexpr,  # tl.float32 or tl.float64
+    BLOCK_T: tl.constexpr,  # slots per tile
+):
+    """Phase 3 for one chunk of classes: returns (xv, in_row, neg, cnt, hit, a0, lin, term)
+    with cnt the number of the tile's thresholds below x, hit the negatives with cnt > 0,
+    a0 = A0[cnt], lin = A0[cnt]·x' − A1[cnt] and term the chunk's per-lane loss."""
+    in_row = cols < end
+    xv = xr.to(F)
+    neg = in_row & (((word >> (cols % 32)) & 1) == 0)
+    cnt = tl.zeros(cols.shape, tl.int32)
+    step = top
+    while step > 0:
+        probe = cnt + step
+        ahead = probe <= n_t
+        v = tl.load(ts_row + probe - 1, mask=ahead, other=float("inf"))
+        cnt = tl.where(ahead & (v < xv), probe, cnt)
+        step = step // 2
+    hit = neg & (cnt > 0)
+    xs = xv - piv  # x'
+    a0 = tl.load(pre_row + cnt)
+    a1 = tl.load(pre_row + (BLOCK_T + 1) + cnt)
+    # Σ W·(x' − thr') over the cnt thresholds below x. Infinite scores (DESIGN.md §3 in
+    # IEEE arithmetic) need no case of their own here: −inf thresholds sort first and
+    # are below every x > −inf, so they enter A1 as W·(−inf) and lin = +inf for every
+    # such x, as each of their pairs is; x = +inf gives A0·inf − A1 = +inf; +inf
+    # thresholds are below no x, so no prefix read here holds one; x = −inf has cnt = 0.
+    lin = a0 * xs - a1
+    if P == 1:
+        term = tl.where(hit, lin, 0.0)
+    else:
+        # where lin is infinite so is the squared sum, but A0·x'² − 2·x'·A1 + A2 may
+        # read inf − inf
+        a2 = tl.load(pre_row + 2 * (BLOCK_T + 1) + cnt)
+        sq = a0 * xs * xs - 2.0 * xs * a1 + a2
+        term = tl.where(hit, tl.where(lin - lin == 0.0, sq, lin), 0.0)
+    return xv, in_row, neg, cnt, hit, xs, a0, lin, term
+
+
+@triton.jit
+def _positive_grads(
+    c_s,  # (BLOCK_T,) the tile's classes in sorted order
+    ok_s,  # slots that hold a positive
+    n_t,  # their number
+    w_s,  # W per slot
+    thr,  # thr' per slot
+    hist,  # (BLOCK_T,) int32: negatives with u + 1 thresholds below (over the whole row)
+    hist_x,  # (BLOCK_T,) F: the sum of their x' (p = 2)
+    P: tl.constexpr,  # 1 or 2
+    F: tl.constexpr,  # tl.float32 or tl.float64
+    BLOCK_T: tl.constexpr,  # slots per tile
+):
+    """Phase 4: (first, gm), the slots that write (the first of each run of a duplicated
+    class) and the unscaled gradient m_s·g_s each of them adds to its class."""
+    slot = tl.arange(0, BLOCK_T)
+    above = tl.sum(hist, 0) - (tl.cumsum(hist, 0) - hist)  # Σ_{v > s} hist over cnt
+    if P == 1:
+        g_pos = -w_s * above.to(F)
+    else:
+        # Σ_{x_j > thr_s} (x_j − thr_s) = Σ (x'_j − thr'_s), from a suffix sum over the
+        # bins (a total minus a prefix would read inf − inf). Infinite where it must be:
+        # a −inf thr' gives −(−inf)·above; the +inf negatives all sit in one bin, above
+        # every threshold below +inf, so above_x = +inf for each s at or below it
+        above_x = tl.cumsum(hist_x, 0, reverse=True)
+        spread = above_x - tl.where(above > 0, thr, 0.0) * above.to(F)
+        g_pos = tl.where(above > 0, -2.0 * w_s * spread, 0.0)
+    # duplicates of a class are adjacent: the first of each run writes m·g
+    prev = tl.gather(c_s, tl.maximum(slot - 1, 0), 0)
+    first = ok_s & ((slot == 0) | (prev != c_s))
+    start = tl.where(first, slot, BLOCK_T)
+    nxt = tl.associative_scan(start, 0, _min_combine, reverse=True)  # next run start >= s
+    run_end = tl.gather(nxt, tl.minimum(slot + 1, BLOCK_T - 1), 0)
+    run_end = tl.where(slot + 1 < BLOCK_T, run_end, BLOCK_T)
+    run_end = tl.minimum(run_end, n_t)
+    m = (run_end - slot).to(F)
+    return first, m * g_pos
 
 
 @triton.jit
@@ -151,8 +440,7 @@ def multilabel_hinge_kernel(
     BLOCK_C: tl.constexpr,  # classes per chunk
     BLOCK_T: tl.constexpr,  # positive slots per tile (a power of two)
 ):
-    IS_F64: tl.constexpr = tl.float64 == F
-    RANK_CHUNK: tl.constexpr = 16 if BLOCK_T > 16 else BLOCK_T
+    """One program per row, every tile of thresholds in sequence (phases 0-4)."""
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_xn
     t_row = t_ptr + row * stride_tn
@@ -171,30 +459,9 @@ def multilabel_hinge_kernel(
     # the margin in float64, also under the interpreter (which passes the Python float)
     margin64 = tl.full([], margin, tl.float64)
 
-    # -- T (the index of the first negative target, K when there is none) and the target check
-    # A row holding any value outside [-1, C), also after the terminator, is invalid: NaN loss
-    # and gradient row (DESIGN.md §4), and nothing else of it is read. One pass over the K
-    # entries: the search for the terminator checks the entries it reads, the second loop the
-    # rest. v keeps the targets' width, so int64 values are compared as 64-bit numbers
-    # (2**32 + 1 is out of range, not class 1).
-    n_pos = K
-    bad = tl.zeros([BLOCK_T], tl.int32)
-    k0 = 0
-    while k0 < n_pos:
-        idx = k0 + slot
-        inside = idx < K
-        v = tl.load(t_row + idx.to(tl.int64) * stride_tk, mask=inside, other=0)
-        n_pos = tl.minimum(n_pos, tl.min(tl.where((v < 0) & inside, idx, K), 0))
-        bad |= (inside & ((v < -1) | (v >= C))).to(tl.int32)
-        k0 += BLOCK_T
-    while k0 < K:
-        idx = k0 + slot
-        inside = idx < K
-        v = tl.load(t_row + idx.to(tl.int64) * stride_tk, mask=inside, other=0)
-        bad |= (inside & ((v < -1) | (v >= C))).to(tl.int32)
-        k0 += BLOCK_T
-    bad_row = tl.max(bad, 0) > 0
-    n_pos = tl.where(bad_row, 0, n_pos)  # no tiles for an invalid row: it is filled below
+    # -- 0. T and the target check (DESIGN.md §4: an invalid row is NaN, nothing else of it
+    # is read)
+    n_pos, bad_row = _check_targets(t_row, stride_tk, K, C, BLOCK_T)
     # a half gradient of a row with several tiles is summed over the tiles in float32 (acc_ptr)
     # and rounded once at the end; rows with one tile write the gradient directly
     use_acc = n_pos > BLOCK_T
@@ -212,81 +479,16 @@ def multilabel_hinge_kernel(
     tl.debug_barrier()
 
     loss = tl.zeros([1], F)
-    has_nan = tl.zeros([1], tl.int32)
-    any_neg = tl.zeros([1], tl.int32)
+    # bit 0: a NaN score seen, bit 1: a negative seen; one OR-reduction per chunk (two
+    # per-lane vectors carried across the loop instead took 8 registers per thread at
+    # BLOCK_C = 1024, and this kernel is at its 128: sm_80 spilled)
+    flags = tl.full([], 0, tl.int32)
     for s0 in range(0, n_pos, BLOCK_T):
         # -- 2. this tile's thresholds, sorted by (threshold, class) ---------------------------
-        n_t = tl.minimum(n_pos - s0, BLOCK_T)
-        ok = slot < n_t
-        c = tl.load(t_row + (s0 + slot).to(tl.int64) * stride_tk, mask=ok, other=0).to(tl.int32)
-        ok = ok & (c >= 0) & (c < C)
-        # padding: class 2**31 - 1 (never loaded), so that (inf, class) ranks it after every
-        # slot, also after a positive at +inf (as class 0 it took that one's slot in the
-        # float64 ranking, and class 0 became a positive)
-        c = tl.where(ok, c, 0x7FFFFFFF)
-        x_c = tl.load(x_row + c.to(tl.int64) * stride_xc, mask=ok, other=0.0)
-        if IS_F64:
-            thr_cmp = tl.where(ok, x_c.to(tl.float64) - margin64, float("inf"))
-            # rank by (threshold, class, slot): O(BLOCK_T²) compares, float64 only, against
-            # RANK_CHUNK slots at a time read back from scratch (a BLOCK_T² block of float64
-            # compares held at once took every register there is)
-            tl.store(ts_row + slot, thr_cmp)
-            tl.store(cls_row + slot, c)
-            tl.debug_barrier()
-            a = thr_cmp[:, None]
-            ca = c[:, None]
-            rank = tl.zeros([BLOCK_T], tl.int32)
-            for j0 in range(0, BLOCK_T, RANK_CHUNK):
-                other = j0 + tl.arange(0, RANK_CHUNK)
-                b = tl.load(ts_row + other)[None, :]
-                cb = tl.load(cls_row + other)[None, :]
-                before = (b < a) | (
-                    (b == a) & ((cb < ca) | ((cb == ca) & (other[None, :] < slot[:, None])))
-                )
-                rank += tl.sum(before.to(tl.int32), 1)
-            tl.debug_barrier()  # every read of the unsorted slots before the scatter
-            tl.store(cls_row + rank, c)
-            tl.debug_barrier()
-            c_s = tl.load(cls_row + slot)
-        else:
-            thr_cmp = _round_down_f32(x_c.to(tl.float64) - margin64)
-            key = (_sortable(thr_cmp).to(tl.int64) << 32) | c.to(tl.int64)
-            key = tl.where(ok, key, 0x7FFFFFFFFFFFFFFF)  # padding sorts last
-            key = tl.sort(key)
-            c_s = (key & 0xFFFFFFFF).to(tl.int32)
-        ok_s = slot < n_t
-        c_s = tl.where(ok_s & (c_s >= 0) & (c_s < C), c_s, 0)  # memory-safe whatever happened
-        x_s = tl.load(x_row + c_s.to(tl.int64) * stride_xc, mask=ok_s, other=0.0)
-        if IS_F64:
-            ts = x_s.to(tl.float64) - margin64
-        else:
-            ts = _round_down_f32(x_s.to(tl.float64) - margin64)
-        # Sums relative to a pivot: with x' = x − piv and thr' = (x[c] − piv) − margin,
-        #     Σ W·(x − thr)^p = Σ W·(x' − thr')^p,
-        # but A0·x² − 2·x·A1 + A2 cancels catastrophically when the scores are large and close
-        # together (float32 scores ~1e3 lost 1e-2 of the loss), A0·x'² − 2·x'·A1' + A2' does
-        # not: piv is the score of the tile's median threshold (0 if that is not finite), so
-        # x − piv is exact for scores within a factor 2 of it (Sterbenz) and x', thr' are of the
-        # size of the hinges. Only the sums move: every comparison uses the unshifted ts.
-        xf = x_s.to(F)
-        piv = tl.sum(tl.where(slot == (n_t - 1) // 2, xf, 0.0), 0)
-        piv = tl.where(piv - piv == 0.0, piv, 0.0)
-        # thr', the threshold for sums: formed in float64 with the float64 margin, rounded once
-        thr = ((x_s.to(tl.float64) - piv.to(tl.float64)) - margin64).to(F)
-        if HAS_WEIGHT:
-            w_s = tl.load(w_ptr + c_s, mask=ok_s, other=0.0).to(F)
-        else:
-            w_s = tl.where(ok_s, 1.0, 0.0).to(F)
-        wt = tl.where(ok_s, w_s * thr, 0.0)
-        tl.store(ts_row + slot, tl.where(ok_s, ts, float("inf")))
-        tl.store(pre_row, 0.0)
-        tl.store(pre_row + 1 + slot, tl.cumsum(w_s, 0))
-        tl.store(pre_row + (BLOCK_T + 1), 0.0)
-        tl.store(pre_row + (BLOCK_T + 1) + 1 + slot, tl.cumsum(wt, 0))
-        if P == 2:
-            tl.store(pre_row + 2 * (BLOCK_T + 1), 0.0)
-            tl.store(pre_row + 2 * (BLOCK_T + 1) + 1 + slot, tl.cumsum(wt * thr, 0))
-        tl.debug_barrier()
+        c_s, ok_s, n_t, piv, thr, w_s = _tile_table(
+            x_row, stride_xc, t_row, stride_tk, w_ptr, ts_row, cls_row, pre_row,
+            s0, n_pos, C, margin64, P, HAS_WEIGHT, F, BLOCK_T,
+        )  # fmt: skip
 
         # -- 3. every class against this tile -------------------------------------------------
         top = 1
@@ -297,40 +499,17 @@ def multilabel_hinge_kernel(
         part = tl.zeros([BLOCK_C], F)
         for j0 in range(0, C, BLOCK_C):
             cols = j0 + lane
-            in_row = cols < C
-            xv = tl.load(x_row + cols.to(tl.int64) * stride_xc, mask=in_row, other=0.0).to(F)
-            word = tl.load(b_row + cols // 32, mask=in_row, other=0)
-            neg = in_row & (((word >> (cols % 32)) & 1) == 0)
-            has_nan = tl.maximum(has_nan, tl.max(((xv != xv) & in_row).to(tl.int32), 0))
-            any_neg = tl.maximum(any_neg, tl.max(neg.to(tl.int32), 0))
-            cnt = tl.zeros([BLOCK_C], tl.int32)
-            step = top
-            while step > 0:
-                probe = cnt + step
-                ahead = probe <= n_t
-                v = tl.load(ts_row + probe - 1, mask=ahead, other=float("inf"))
-                cnt = tl.where(ahead & (v < xv), probe, cnt)
-                step = step // 2
-            hit = neg & (cnt > 0)
-            xs = xv - piv  # x'
-            a0 = tl.load(pre_row + cnt)
-            a1 = tl.load(pre_row + (BLOCK_T + 1) + cnt)
-            # Σ W·(x' − thr') over the cnt thresholds below x. Infinite scores (DESIGN.md §3 in
-            # IEEE arithmetic) need no case of their own here: −inf thresholds sort first and
-            # are below every x > −inf, so they enter A1 as W·(−inf) and lin = +inf for every
-            # such x, as each of their pairs is; x = +inf gives A0·inf − A1 = +inf; +inf
-            # thresholds are below no x, so no prefix read here holds one; x = −inf has cnt = 0.
-            lin = a0 * xs - a1
-            if P == 1:
-                part += tl.where(hit, lin, 0.0)
-            else:
-                # where lin is infinite so is the squared sum, but A0·x'² − 2·x'·A1 + A2 may
-                # read inf − inf
-                a2 = tl.load(pre_row + 2 * (BLOCK_T + 1) + cnt)
-                sq = a0 * xs * xs - 2.0 * xs * a1 + a2
-                part += tl.where(hit, tl.where(lin - lin == 0.0, sq, lin), 0.0)
+            xr, word = _load_chunk(x_row, stride_xc, b_row, cols, C)
+            xv, in_row, neg, cnt, hit, xs, a0, lin, term = _judge_chunk(
+                xr, word, ts_row, pre_row, cols, C, n_t, top, piv, P, F, BLOCK_T
+            )
+            seen = ((xv != xv) & in_row).to(tl.int32) | (neg.to(tl.int32) << 1)
+            flags |= tl.reduce(seen, 0, _or_combine)
+            part += term
             if WANT_GRAD:
-                # the scale is applied in F, before any rounding to the gradient's dtype
+                # d/dx_j of Σ_k W_k·(x'_j − thr'_k)^p over the cnt thresholds below x_j:
+                # A0[cnt] for p = 1, 2·(A0·x'_j − A1) = 2·lin for p = 2; the scale is applied
+                # in F, before any rounding to the gradient's dtype
                 g = tl.where(hit, a0 if P == 1 else 2.0 * lin, 0.0) * g_scale
                 if ACC_GRAD and use_acc:
                     a_ptrs = a_row + cols
@@ -353,41 +532,22 @@ def multilabel_hinge_kernel(
         # -- 4. the tile's positives ---------------------------------------------------------
         if WANT_GRAD:
             tl.debug_barrier()  # the chunk loop's stores land before the read-modify-writes
-            above = tl.sum(hist, 0) - (tl.cumsum(hist, 0) - hist)  # Σ_{v > s} hist over cnt
-            if P == 1:
-                g_pos = -w_s * above.to(F)
-            else:
-                # Σ_{x_j > thr_s} (x_j − thr_s) = Σ (x'_j − thr'_s), from a suffix sum over the
-                # bins (a total minus a prefix would read inf − inf). Infinite where it must be:
-                # a −inf thr' gives −(−inf)·above; the +inf negatives all sit in one bin, above
-                # every threshold below +inf, so above_x = +inf for each s at or below it
-                above_x = tl.cumsum(hist_x, 0, reverse=True)
-                spread = above_x - tl.where(above > 0, thr, 0.0) * above.to(F)
-                g_pos = tl.where(above > 0, -2.0 * w_s * spread, 0.0)
-            # duplicates of a class are adjacent: the first of each run writes m·g
-            prev = tl.gather(c_s, tl.maximum(slot - 1, 0), 0)
-            first = ok_s & ((slot == 0) | (prev != c_s))
-            start = tl.where(first, slot, BLOCK_T)
-            nxt = tl.associative_scan(start, 0, _min_combine, reverse=True)  # next run start >= s
-            run_end = tl.gather(nxt, tl.minimum(slot + 1, BLOCK_T - 1), 0)
-            run_end = tl.where(slot + 1 < BLOCK_T, run_end, BLOCK_T)
-            run_end = tl.minimum(run_end, n_t)
-            m = (run_end - slot).to(F)
+            first, gm = _positive_grads(c_s, ok_s, n_t, w_s, thr, hist, hist_x, P, F, BLOCK_T)
             if ACC_GRAD and use_acc:
                 pa_ptrs = a_row + c_s
                 old = tl.load(pa_ptrs, mask=first, other=0.0)
-                tl.store(pa_ptrs, old + m * g_pos * g_scale, mask=first)
+                tl.store(pa_ptrs, old + gm * g_scale, mask=first)
             else:
                 p_ptrs = g_row + c_s.to(tl.int64) * stride_gc
                 old = tl.load(p_ptrs, mask=first, other=0.0).to(F)
-                new = old + m * g_pos * g_scale
+                new = old + gm * g_scale
                 tl.store(p_ptrs, new.to(grad_ptr.dtype.element_ty), mask=first)
         # the tiles reuse the row's scratch (ts, cls, pre, and acc): every read of this tile,
         # in every path (also loss-only), lands before the next tile's writes
         tl.debug_barrier()
 
     # -- rows without tiles, and the NaN rule (DESIGN.md §3) -----------------------------------
-    nan_row = ((tl.max(has_nan * any_neg, 0) > 0) & (n_pos > 0)) | bad_row
+    nan_row = (((flags & 3) == 3) & (n_pos > 0)) | bad_row
     total = tl.sum(loss, 0)
     total = tl.where(nan_row, float("nan"), total)
     tl.store(loss_ptr + row, total)
@@ -410,3 +570,214 @@ def multilabel_hinge_kernel(
                     acc.to(grad_ptr.dtype.element_ty),
                     mask=cols < C,
                 )
+
+
+# -------------------------------------------------------------------------------------------
+# split rows: grid (N, S), then a finishing grid (N, S) (see "Split rows" in the module doc)
+# -------------------------------------------------------------------------------------------
+@triton.jit
+def multilabel_hinge_split_kernel(
+    x_ptr,  # (N, C) scores: float16, bfloat16, float32 or float64, any strides
+    stride_xn,  # row stride of x, in elements
+    stride_xc,  # column stride of x
+    t_ptr,  # (N, K) targets, int32 or int64, any values; K <= BLOCK_T (one tile)
+    stride_tn,  # row stride of t
+    stride_tk,  # column stride of t
+    w_ptr,  # (C,) per-class weights in F (read only when HAS_WEIGHT)
+    grad_ptr,  # (N, C) out, x's dtype: the negatives' gradient, 0 at positives (WANT_GRAD)
+    stride_gn,  # row stride of grad
+    stride_gc,  # column stride of grad
+    bits_ptr,  # (N, words) int32 scratch: bitmap of the row's positives (words of the slice)
+    words,  # ceil(C / 32)
+    ts_ptr,  # (N·S, BLOCK_T) F scratch per program: the sorted thresholds, for compares
+    cls_ptr,  # (N·S, BLOCK_T) int32 scratch per program: out, the classes in sorted order
+    pre_ptr,  # (N·S, 5, BLOCK_T + 1) F scratch per program: prefix sums; out, W and thr'
+    part_ptr,  # (N·S, BLOCK_T + 1) F out: the slice's loss, then Σ x' per bin (p = 2)
+    cnt_ptr,  # (N·S, BLOCK_T + 2) int32 out: flags, T, then negatives per bin (WANT_GRAD)
+    scale_ptr,  # (N,) F: factor of each gradient row (read only when HAS_SCALE)
+    C,  # number of classes
+    K,  # number of target columns (<= BLOCK_T)
+    n_slices,  # S, programs per row (the grid's second axis)
+    SLICE,  # classes per slice: a multiple of BLOCK_C and of 32 (whole bitmap words)
+    # the hinge margin, a float64 parameter (see multilabel_hinge_kernel)
+    margin: tl.float64,
+    P: tl.constexpr,  # 1: hinge, 2: squared hinge
+    HAS_WEIGHT: tl.constexpr,  # per-class weights of positives
+    WANT_GRAD: tl.constexpr,  # also write the negatives' gradient and the per-bin partials
+    HAS_SCALE: tl.constexpr,  # multiply gradient row n by scale[n]
+    F: tl.constexpr,  # compare/accumulate dtype: tl.float64 for float64 scores, else tl.float32
+    BLOCK_C: tl.constexpr,  # classes per chunk
+    BLOCK_T: tl.constexpr,  # positive slots (a power of two >= K)
+):
+    """Program (n, s): phases 0-2 for row n (its one tile; every program of the row builds
+    the same table), then phase 3 over classes [s·SLICE, (s + 1)·SLICE) ∩ [0, C), and the
+    slice's partials. The positives' gradient and the loss are the finishing kernel's."""
+    row = tl.program_id(0).to(tl.int64)
+    sl = tl.program_id(1)
+    prog = row * n_slices + sl
+    x_row = x_ptr + row * stride_xn
+    t_row = t_ptr + row * stride_tn
+    g_row = grad_ptr + row * stride_gn
+    b_row = bits_ptr + row * words
+    ts_row = ts_ptr + prog * BLOCK_T
+    cls_row = cls_ptr + prog * BLOCK_T
+    pre_row = pre_ptr + prog * (5 * (BLOCK_T + 1))
+    slot = tl.arange(0, BLOCK_T)
+    lane = tl.arange(0, BLOCK_C)
+    if HAS_SCALE:
+        g_scale = tl.load(scale_ptr + row).to(F)
+    else:
+        g_scale = 1.0
+    margin64 = tl.full([], margin, tl.float64)
+    lo = sl * SLICE
+    hi = tl.minimum(lo + SLICE, C)  # <= lo for the empty slices past C
+
+    # -- 0. T and the target check (all K <= BLOCK_T entries in one load) ---------------------
+    n_pos, bad_row = _check_targets(t_row, stride_tk, K, C, BLOCK_T)
+
+    # -- 1. the slice's words of the bitmap: they hold its classes only (SLICE % 32 == 0) -----
+    w_hi = (hi + 31) // 32
+    for w0 in range(lo // 32, w_hi, BLOCK_C):
+        tl.store(b_row + w0 + lane, tl.zeros([BLOCK_C], tl.int32), mask=w0 + lane < w_hi)
+    tl.debug_barrier()
+    ok = slot < n_pos
+    c = tl.load(t_row + slot.to(tl.int64) * stride_tk, mask=ok, other=0).to(tl.int32)
+    mine = ok & (c >= lo) & (c < hi)
+    tl.atomic_or(b_row + c // 32, 1 << (c % 32), mask=mine)
+    tl.debug_barrier()
+
+    # -- 2. the row's one tile (same table in every program of the row) ----------------------
+    c_s, _ok_s, n_t, piv, thr, w_s = _tile_table(
+        x_row, stride_xc, t_row, stride_tk, w_ptr, ts_row, cls_row, pre_row,
+        0, n_pos, C, margin64, P, HAS_WEIGHT, F, BLOCK_T,
+    )  # fmt: skip
+    # what the finishing kernel needs of the positives (it reads program (n, 0)'s)
+    tl.store(cls_row + slot, c_s)
+    tl.store(pre_row + 3 * (BLOCK_T + 1) + slot, w_s)
+    tl.store(pre_row + 4 * (BLOCK_T + 1) + slot, thr)
+
+    # -- 3. the slice's classes against the tile ----------------------------------------------
+    top = 1
+    while top * 2 <= n_t:
+        top *= 2
+    hist = tl.zeros([BLOCK_T], tl.int32)
+    hist_x = tl.zeros([BLOCK_T], F)
+    part = tl.zeros([BLOCK_C], F)
+    nan_v = tl.zeros([BLOCK_C], tl.int32)
+    neg_v = tl.zeros([BLOCK_C], tl.int32)
+    # software pipelining by hand: the next chunk's loads are issued before this chunk's
+    # searches and barriers, so that two chunks' DRAM round trips overlap in every program
+    # (one chunk in flight per program left the split grid latency-bound)
+    x_next, w_next = _load_chunk(x_row, stride_xc, b_row, lo + lane, hi)
+    for j0 in range(lo, hi, BLOCK_C):
+        cols = j0 + lane
+        xr, word = x_next, w_next
+        x_next, w_next = _load_chunk(x_row, stride_xc, b_row, cols + BLOCK_C, hi)
+        xv, in_row, neg, cnt, hit, xs, a0, lin, term = _judge_chunk(
+            xr, word, ts_row, pre_row, cols, hi, n_t, top, piv, P, F, BLOCK_T
+        )
+        nan_v |= ((xv != xv) & in_row).to(tl.int32)
+        neg_v |= neg.to(tl.int32)
+        part += term
+        if WANT_GRAD:
+            # one tile: each class is written once, in its final value (positives get 0 here
+            # and their gradient from the finishing kernel)
+            g = tl.where(hit, a0 if P == 1 else 2.0 * lin, 0.0) * g_scale
+            g_ptrs = g_row + cols.to(tl.int64) * stride_gc
+            tl.store(g_ptrs, g.to(grad_ptr.dtype.element_ty), mask=in_row)
+            bins = cnt - 1
+            chunk_hist = tl.histogram(bins, BLOCK_T, mask=hit)
+            hist += chunk_hist
+            if P == 2:
+                xs_hit = tl.where(hit, xs, 0.0)
+                hist_x += _sum_per_bin(xs_hit, bins, hit, chunk_hist, BLOCK_C, BLOCK_T)
+
+    # -- the slice's partials -----------------------------------------------------------------
+    flags = (
+        (tl.max(nan_v, 0) > 0).to(tl.int32)
+        | ((tl.max(neg_v, 0) > 0).to(tl.int32) << 1)
+        | (bad_row.to(tl.int32) << 2)
+    )
+    part_row = part_ptr + prog * (BLOCK_T + 1)
+    cnt_row = cnt_ptr + prog * (BLOCK_T + 2)
+    tl.store(part_row, tl.sum(part, 0))
+    tl.store(cnt_row, flags)
+    tl.store(cnt_row + 1, n_pos.to(tl.int32))
+    if WANT_GRAD:
+        tl.store(cnt_row + 2 + slot, hist)
+        if P == 2:
+            tl.store(part_row + 1 + slot, hist_x)
+
+
+@triton.jit
+def multilabel_hinge_finish_kernel(
+    loss_ptr,  # (N,) out, F: the raw loss of each row
+    grad_ptr,  # (N, C) in/out, x's dtype: gets the positives' gradient, or NaN rows
+    stride_gn,  # row stride of grad
+    stride_gc,  # column stride of grad
+    cls_ptr,  # (N·S, BLOCK_T) int32: the split kernel's sorted classes (program (n, 0)'s)
+    pre_ptr,  # (N·S, 5, BLOCK_T + 1) F: rows 3 and 4 hold W and thr' per sorted slot
+    part_ptr,  # (N·S, BLOCK_T + 1) F: the slices' losses and per-bin sums of x'
+    cnt_ptr,  # (N·S, BLOCK_T + 2) int32: the slices' flags, T and per-bin counts
+    scale_ptr,  # (N,) F: factor of each gradient row (read only when HAS_SCALE)
+    C,  # number of classes
+    n_slices,  # S, the split kernel's programs per row
+    SLICE,  # classes per slice
+    P: tl.constexpr,  # 1: hinge, 2: squared hinge
+    WANT_GRAD: tl.constexpr,  # the positives' gradient (grid (N, S)), else the loss only
+    HAS_SCALE: tl.constexpr,  # multiply gradient row n by scale[n]
+    F: tl.constexpr,  # accumulate dtype
+    BLOCK_C: tl.constexpr,  # classes per chunk of a NaN fill
+    BLOCK_T: tl.constexpr,  # positive slots
+):
+    """Program (n, s): the NaN rule for row n from all S flags; program (n, 0) sums the S
+    partials in the fixed order s = 0, 1, ..., S − 1 (so the result does not depend on which
+    program finished first) and writes the loss and the positives' gradient; in a NaN row
+    every program fills its slice of the gradient with NaN."""
+    row = tl.program_id(0).to(tl.int64)
+    sl = tl.program_id(1)
+    first_prog = row * n_slices
+    slot = tl.arange(0, BLOCK_T)
+    lane = tl.arange(0, BLOCK_C)
+    g_row = grad_ptr + row * stride_gn
+    flags = tl.full([], 0, tl.int32)
+    for s in range(0, n_slices):
+        flags |= tl.load(cnt_ptr + (first_prog + s) * (BLOCK_T + 2))
+    n_pos = tl.load(cnt_ptr + first_prog * (BLOCK_T + 2) + 1)
+    # NaN scores with a negative, in a row with positives; or an invalid target
+    nan_row = (((flags & 3) == 3) & (n_pos > 0)) | ((flags & 4) != 0)
+    if sl == 0:
+        total = tl.full([], 0.0, F)
+        for s in range(0, n_slices):
+            total += tl.load(part_ptr + (first_prog + s) * (BLOCK_T + 1))
+        tl.store(loss_ptr + row, tl.where(nan_row, float("nan"), total))
+        if WANT_GRAD:
+            if (n_pos > 0) & (nan_row == 0):
+                hist = tl.zeros([BLOCK_T], tl.int32)
+                hist_x = tl.zeros([BLOCK_T], F)
+                for s in range(0, n_slices):
+                    hist += tl.load(cnt_ptr + (first_prog + s) * (BLOCK_T + 2) + 2 + slot)
+                    if P == 2:
+                        hist_x += tl.load(part_ptr + (first_prog + s) * (BLOCK_T + 1) + 1 + slot)
+                c_s = tl.load(cls_ptr + first_prog * BLOCK_T + slot)
+                tab = pre_ptr + first_prog * (5 * (BLOCK_T + 1))
+                w_s = tl.load(tab + 3 * (BLOCK_T + 1) + slot)
+                thr = tl.load(tab + 4 * (BLOCK_T + 1) + slot)
+                ok_s = slot < n_pos
+                first, gm = _positive_grads(c_s, ok_s, n_pos, w_s, thr, hist, hist_x, P, F, BLOCK_T)
+                if HAS_SCALE:
+                    gm = gm * tl.load(scale_ptr + row).to(F)
+                # the split kernel wrote 0 at every positive: the value is final, one rounding
+                tl.store(
+                    g_row + c_s.to(tl.int64) * stride_gc,
+                    gm.to(grad_ptr.dtype.element_ty),
+                    mask=first,
+                )
+    if WANT_GRAD:
+        if nan_row:
+            lo = sl * SLICE
+            hi = tl.minimum(lo + SLICE, C)
+            nan = tl.full([BLOCK_C], float("nan"), F).to(grad_ptr.dtype.element_ty)
+            for j0 in range(lo, hi, BLOCK_C):
+                cols = j0 + lane
+                tl.store(g_row + cols.to(tl.int64) * stride_gc, nan, mask=cols < hi)

@@ -1,12 +1,13 @@
-"""Compile the Triton kernel ahead of time, without a GPU, exactly as the launcher would launch
-it, and report what each compiled variant uses.
+"""Compile the Triton kernels ahead of time, without a GPU, exactly as the launcher would launch
+them, and report what each compiled variant uses.
 
     python tests/tools/compile_triton.py 80 90        # one JSON object per line, per variant
 
 For every case of ``CASES`` (real shapes, score and target dtypes, p, weight, gradient and
 scale), ``xmargin.backends.triton.launch_plan`` builds the kernel's arguments on ``meta``
-tensors (its real block sizes and warps, nothing allocated), and Triton's own launch logic
-turns them into a specialisation: the binder that ``JITFunction.run`` uses
+tensors (its real block sizes, warps and row split for an H100's 132 SMs, nothing allocated:
+one kernel per row, or the split kernel and its finishing kernel), and Triton's own launch
+logic turns each launch into a specialisation: the binder that ``JITFunction.run`` uses
 (``triton.runtime.jit.create_function_from_signature``: integers equal to 1 become constexpr,
 pointers and integers divisible by 16 get ``tt.divisibility``, the margin is typed by its
 annotation) and ``JITFunction._pack_args`` (signature, constexprs, attributes, options). That
@@ -45,6 +46,9 @@ SHAPES = (
     (4096, 4096, 256),
     (64, 10**6, 32),
     (256, 4000, 2000),
+    # rows split across programs (N below the 264 program slots of 132 SMs, K <= BLOCK_T)
+    (128, 200000, 100),
+    (32, 300000, 16),
 )
 # (target dtype, p, weighted): the shapes of a score dtype take one each (in an order that
 # rotates with the dtype), so that every score dtype meets every combination once
@@ -67,18 +71,19 @@ def cases() -> list[dict]:
     return out
 
 
-def jit_function():
-    """The kernel as a JITFunction (also when TRITON_INTERPRET=1 made it an interpreted one)."""
+def jit_function(name: str = "multilabel_hinge_kernel"):
+    """A kernel as a JITFunction (also when TRITON_INTERPRET=1 made it an interpreted one)."""
     from triton.runtime.jit import JITFunction
 
     from xmargin.backends import triton as tb
 
-    kernel = tb._kernels().multilabel_hinge_kernel
+    kernel = getattr(tb._kernels(), name)
     return kernel if isinstance(kernel, JITFunction) else JITFunction(kernel.fn)
 
 
-def launch_arguments(case: dict) -> tuple[tuple, dict]:
-    """The kernel arguments the launcher produces for ``case`` (meta tensors: no memory)."""
+def launches(case: dict) -> list[tuple[str, tuple, tuple, dict]]:
+    """The launches the launcher produces for ``case``, in order: (kernel name, grid, args,
+    kwargs) (meta tensors: no memory)."""
     import torch
 
     from xmargin.backends import triton as tb
@@ -89,37 +94,42 @@ def launch_arguments(case: dict) -> tuple[tuple, dict]:
     acc = torch.float64 if case["scores"] == "float64" else torch.float32
     w = torch.empty((c,), dtype=acc, device="meta") if case["weight"] else None
     s = torch.empty((n,), dtype=acc, device="meta") if case["scale"] else None
-    _, _, launch = tb.launch_plan(
+    _, _, steps = tb.launch_plan(
         x, t, margin=0.1, p=case["p"], weight=w, want_grad=case["want_grad"], grad_scale=s
     )
-    _, args, kwargs = launch
+    return [(name, grid, args, dict(kwargs)) for name, grid, args, kwargs in steps]
+
+
+def launch_arguments(case: dict, step: int = 0) -> tuple[tuple, dict]:
+    """The arguments of launch ``step`` of ``case``."""
+    _, _, args, kwargs = launches(case)[step]
     return args, kwargs
 
 
-def specialise(case: dict, arch: int) -> dict:
-    """Triton's launch-time specialisation of ``case`` for sm_<arch>: the steps of
-    ``JITFunction.run`` up to the compile (binder, cache key, ``_pack_args``)."""
+def specialise(case: dict, arch: int, step: int = 0) -> dict:
+    """Triton's launch-time specialisation of launch ``step`` of ``case`` for sm_<arch>: the
+    steps of ``JITFunction.run`` up to the compile (binder, cache key, ``_pack_args``)."""
     from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import make_backend
     from triton.runtime.jit import compute_cache_key, create_function_from_signature
 
-    fn = jit_function()
+    name, grid, args, kwargs = launches(case)[step]
+    fn = jit_function(name)
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
-    args, kwargs = launch_arguments(case)
     kwargs["debug"] = kwargs.get("debug", fn.debug) or knobs.runtime.debug
     kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
     kwargs["fpsan_homomorphic_casts"] = knobs.compilation.fpsan_homomorphic_casts
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     bound, specialization, options = binder(*args, **kwargs)
-    key = compute_cache_key({}, specialization, options)
+    key = (name, compute_cache_key({}, specialization, options))
     options, signature, constexprs, attrs = fn._pack_args(
         backend, kwargs, bound, specialization, options
     )
     return {
-        "key": key, "target": target, "signature": signature, "constexprs": constexprs,
-        "attrs": attrs, "options": options,
+        "kernel": name, "grid": grid, "key": key, "target": target, "signature": signature,
+        "constexprs": constexprs, "attrs": attrs, "options": options,
     }  # fmt: skip
 
 
@@ -128,25 +138,29 @@ def _param_index(signature: dict, name: str) -> int:
     return [k for k, v in signature.items() if v != "constexpr"].index(name)
 
 
-def compile_variant(case: dict, arch: int) -> dict:
+def compile_variant(case: dict, arch: int, step: int = 0) -> dict:
     import triton
     from triton.compiler import ASTSource
 
-    spec = specialise(case, arch)
-    fn = jit_function()
+    spec = specialise(case, arch, step)
+    fn = jit_function(spec["kernel"])
     src = ASTSource(fn, spec["signature"], spec["constexprs"], spec["attrs"])
     out = triton.compile(src, target=spec["target"], options=spec["options"].__dict__)
     ptx = out.asm["ptx"]
     name = out.metadata.name
-    idx = _param_index(spec["signature"], "margin")
-    decl = re.search(rf"\.param \.(\w+) {name}_param_{idx}\b", ptx)
-    loads = re.findall(rf"ld\.param\.(\w+)\s+%\w+,\s*\[{name}_param_{idx}\]", ptx)
+    decl, loads = None, []
+    if "margin" in spec["signature"]:  # the finishing kernel has none
+        idx = _param_index(spec["signature"], "margin")
+        decl = re.search(rf"\.param \.(\w+) {name}_param_{idx}\b", ptx)
+        loads = re.findall(rf"ld\.param\.(\w+)\s+%\w+,\s*\[{name}_param_{idx}\]", ptx)
     usage = _resource_usage(out.asm["cubin"])
     usage.update(_ptxas_report(ptx, arch, spec["options"]))
+    sig = list(spec["signature"])
     return {
-        "arch": arch, **case,
-        "BLOCK_T": spec["constexprs"][(list(spec["signature"]).index("BLOCK_T"),)],
-        "BLOCK_C": spec["constexprs"][(list(spec["signature"]).index("BLOCK_C"),)],
+        "arch": arch, **case, "kernel": spec["kernel"], "step": step,
+        "grid": list(spec["grid"]),
+        "BLOCK_T": spec["constexprs"][(sig.index("BLOCK_T"),)],
+        "BLOCK_C": spec["constexprs"][(sig.index("BLOCK_C"),)],
         "num_warps": spec["options"].num_warps, "maxnreg": spec["options"].maxnreg,
         "specialised": sorted(k for k, v in spec["signature"].items()
                               if v == "constexpr" and k.startswith(("stride", "K", "C"))),
@@ -195,27 +209,34 @@ def _ptxas_report(ptx: str, arch: int, options) -> dict:
     }  # fmt: skip
 
 
-def _job(item: tuple[dict, int]) -> dict:
-    case, arch = item
-    return compile_variant(case, arch)
+def _job(item: tuple[dict, int, int]) -> dict:
+    case, arch, step = item
+    return compile_variant(case, arch, step)
 
 
-def main(archs: list[int]) -> int:
-    """Compile every distinct specialisation of ``cases()`` for each arch; print one JSON
-    line per case (cases sharing a specialisation share the compiled variant's numbers)."""
+def launch_items(selected: list[dict] | None = None) -> list[tuple[dict, int]]:
+    """(case, step) for every launch of every case."""
+    return [(case, i) for case in selected or cases() for i in range(len(launches(case)))]
+
+
+def main(archs: list[int], selected: list[dict] | None = None) -> int:
+    """Compile every distinct specialisation of every launch of ``cases()`` for each arch;
+    print one JSON line per launch (launches sharing a specialisation share the compiled
+    variant's numbers)."""
     jobs, owner = [], {}
+    items = launch_items(selected)
     for arch in archs:
-        for case in cases():
-            key = (arch, specialise(case, arch)["key"])
+        for case, step in items:
+            key = (arch, specialise(case, arch, step)["key"])
             if key not in owner:
                 owner[key] = len(jobs)
-                jobs.append((case, arch))
+                jobs.append((case, arch, step))
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with ProcessPoolExecutor(workers) as pool:
         results = list(pool.map(_job, jobs))
     for arch in archs:
-        for case in cases():
-            key = (arch, specialise(case, arch)["key"])
+        for case, step in items:
+            key = (arch, specialise(case, arch, step)["key"])
             row = dict(results[owner[key]])
             row.update(case, arch=arch, variant=owner[key])
             print(json.dumps(row), flush=True)

@@ -6,7 +6,7 @@ CI tests it without a GPU). Kernels run on the scores' device (made current arou
 a tensor on cuda:1 runs on cuda:1 whichever device is current) and go on torch's current
 stream of that device; nothing here synchronises.
 
-Launch heuristics (one program per sample, the whole row looped over in chunks):
+Launch heuristics:
 
 * ``BLOCK_T`` (positive slots per threshold tile) = the next power of two >= K, clamped to
   [16, 256] (64 for float64, whose thresholds are ranked by a BLOCK_T² comparison): one tile
@@ -20,8 +20,30 @@ Launch heuristics (one program per sample, the whole row looped over in chunks):
   thread that keep two programs on an SM (128 at 8 warps, 255 at 4). Without it ptxas spilled
   to local memory to reach an occupancy of its own choosing; with it no variant spills
   (tests/tools/compile_triton.py checks every specialisation the launcher produces).
+* ``S`` (programs per row, ``programs_per_row``): one program per row runs N programs, and a
+  row of 10⁶ classes is 977 chunks walked one after another by one program; with N = 64 on
+  132 SMs that is a quarter of the SMs' program slots, each waiting on one chunk's DRAM round
+  trip at a time. When N is below the GPU's resident program slots (SMs × CTAS_PER_SM) and
+  the row's positives fit one tile (K <= BLOCK_T, so the split needs no per-tile partials),
+  each row is cut into S contiguous slices of whole chunks. S is chosen by a serial-time
+  model (the one benchmarks/roofline.py prints): programs run in waves of ``slots``, each wave
+  as long as one program's setup (SETUP_CHUNKS chunk times: every program rebuilds its row's
+  sorted table) plus its slice's chunks; the candidates are S = 1 and the S that fill
+  w = 1..MAX_SPLIT_WAVES waves exactly or nearly (N·S <= w·slots: a partial last wave costs a
+  whole one), each slice at least MIN_SLICE_CHUNKS chunks. (64, 10⁶, 32) on 132 SMs gets
+  S = 4: 256 programs of 245 chunks, one wave, against 977 chunks in a row unsplit. S = 1 when
+  N already fills the GPU (N >= slots), or when K > BLOCK_T (those rows keep one program per
+  row and their tiles). The SM count is the device's (``multi_processor_count``); for the
+  interpreter (CPU tensors) it is INTERPRETER_SMS and for ``meta`` tensors (the AOT check)
+  META_SMS (an H100 SXM), module constants so that tests can force a split on small problems.
+  Split rows run two kernels: ``multilabel_hinge_split_kernel`` on grid (N, S) (the
+  negatives' gradient and each slice's partial loss and per-threshold counts) and
+  ``multilabel_hinge_finish_kernel`` on (N, S) (the loss and the positives' gradient from the
+  S partials, summed in the fixed order s = 0..S−1: bitwise repeatable; a NaN row's programs
+  fill their slices with NaN).
 * Scratch per row: a bitmap of positives (C/32 int32 words) and a tile's sorted thresholds and
-  prefix sums (about 5·BLOCK_T words); for float16/bfloat16 gradients with K > BLOCK_T also a
+  prefix sums (about 5·BLOCK_T words, per program when split, with the partials: about
+  3·BLOCK_T words per program); for float16/bfloat16 gradients with K > BLOCK_T also a
   float32 row of C (N·C·4 bytes in all) in which the tiles' contributions are summed before
   one rounding to the half dtype; nothing of size N·T·C.
 """
@@ -38,7 +60,7 @@ from typing import Any
 
 from .._resources import kernels_dir
 
-__all__ = ["hinge", "launch_config", "launch_plan"]
+__all__ = ["hinge", "launch_config", "launch_plan", "programs_per_row"]
 
 _KERNELS: ModuleType | None = None
 
@@ -65,22 +87,102 @@ def _next_pow2(n: int) -> int:
 # chunks on small problems).
 BLOCK_T_RANGE = (16, 256)
 BLOCK_C_RANGE = (128, 1024)
+# The row split (see the module docstring). CTAS_PER_SM is what ``maxnreg`` allows (two
+# programs per SM); SETUP_CHUNKS is a program's setup (targets, sort, prefix sums: a few
+# dependent round trips) in chunk times; splits of up to MAX_SPLIT_WAVES waves are weighed;
+# slices have at least MIN_SLICE_CHUNKS chunks. SM counts where no CUDA device is asked: the
+# interpreter's (CPU tensors; small, so that small test problems split) and the AOT check's
+# (meta tensors).
+CTAS_PER_SM = 2
+SETUP_CHUNKS = 3
+MAX_SPLIT_WAVES = 4
+MIN_SLICE_CHUNKS = 4
+INTERPRETER_SMS = 4
+META_SMS = 132
 
 
-def launch_config(n: int, c: int, k: int, is_f64: bool) -> dict[str, int]:
-    """Block sizes and warps for an (N, C) problem with K target columns (see module doc)."""
+def _blocks(c: int, k: int, is_f64: bool) -> tuple[int, int]:
+    """(BLOCK_T, BLOCK_C) for C classes and K target columns (see the module docstring)."""
     # float64 thresholds are ranked with a BLOCK_T² comparison (no 64-bit key packing): keep
     # that in registers
     t_max = min(BLOCK_T_RANGE[1], 64) if is_f64 else BLOCK_T_RANGE[1]
     block_t = min(max(_next_pow2(max(k, 1)), BLOCK_T_RANGE[0]), max(t_max, BLOCK_T_RANGE[0]))
     c_max = BLOCK_C_RANGE[1] // 2 if is_f64 else BLOCK_C_RANGE[1]
     block_c = min(max(_next_pow2(c), BLOCK_C_RANGE[0]), max(c_max, BLOCK_C_RANGE[0]))
+    return block_t, block_c
+
+
+def _slice_unit(block_c: int) -> int:
+    """Slices are whole chunks and whole 32-class words of the positives' bitmap."""
+    return max(block_c, 32)
+
+
+def _waves_time(n: int, s: int, chunks: int, slots: int) -> int:
+    """The serial time of N·S programs over ``slots`` resident slots, in chunk times: waves
+    of programs, each wave as long as one program's setup and its slice."""
+    return -(-n * s // slots) * (-(-chunks // s) + SETUP_CHUNKS)
+
+
+def programs_per_row(n: int, c: int, k: int, is_f64: bool = False, sms: int = META_SMS) -> int:
+    """S, the programs that share each row (1: no split), for an (N, C) problem with K target
+    columns on a GPU of ``sms`` SMs (see the module docstring): among S = 1 and the S that
+    fill w = 1..MAX_SPLIT_WAVES whole waves (N·S <= w·slots), the one of least serial time
+    (``_waves_time``), with at least MIN_SLICE_CHUNKS chunks per slice and no empty slice."""
+    block_t, block_c = _blocks(c, k, is_f64)
+    slots = sms * CTAS_PER_SM
+    if n <= 0 or k > block_t or n >= slots:
+        return 1
+    chunks = -(-c // _slice_unit(block_c))
+    cap = chunks // max(MIN_SLICE_CHUNKS, 1)
+    best, best_time = 1, _waves_time(n, 1, chunks, slots)
+    for waves in range(1, MAX_SPLIT_WAVES + 1):
+        s = min(waves * slots // n, cap)
+        if s < 2:
+            continue
+        s = -(-chunks // -(-chunks // s))  # as many slices as needed at that slice length
+        t = _waves_time(n, s, chunks, slots)
+        if t < best_time:
+            best, best_time = s, t
+    return best
+
+
+def launch_config(n: int, c: int, k: int, is_f64: bool, sms: int = META_SMS) -> dict[str, int]:
+    """Block sizes, warps and the row split for an (N, C) problem with K target columns on a
+    GPU of ``sms`` SMs (see the module doc): ``S`` programs per row, each over ``SLICE``
+    classes (S = 1: one program per row, SLICE = C)."""
+    block_t, block_c = _blocks(c, k, is_f64)
     num_warps = 4 if block_c <= 512 else 8
     # registers per thread: two programs fit on an SM (65536 registers), and ptxas may not
     # spill to reach an occupancy target of its own (without .maxnreg it did: 8 to 56 bytes
     # of local memory in a third of the launched variants)
-    maxnreg = min(255, 65536 // (2 * 32 * num_warps))
-    return {"BLOCK_T": block_t, "BLOCK_C": block_c, "num_warps": num_warps, "maxnreg": maxnreg}
+    maxnreg = min(255, 65536 // (CTAS_PER_SM * 32 * num_warps))
+    # only rows whose positives fit one tile split (also when a test replaces the heuristic)
+    s = max(1, programs_per_row(n, c, k, is_f64, sms)) if k <= block_t else 1
+    chunks = -(-c // _slice_unit(block_c))
+    slice_len = -(-chunks // s) * _slice_unit(block_c) if s > 1 else c
+    return {
+        "BLOCK_T": block_t,
+        "BLOCK_C": block_c,
+        "num_warps": num_warps,
+        "maxnreg": maxnreg,
+        "S": s,
+        "SLICE": slice_len,
+    }
+
+
+_SM_COUNTS: dict[int, int] = {}
+
+
+def _sm_count(device: Any) -> int:
+    """The SMs of the scores' device: CUDA's count, or the module constants (see above)."""
+    if device.type == "cuda":
+        import torch
+
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index not in _SM_COUNTS:
+            _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+        return _SM_COUNTS[index]
+    return META_SMS if device.type == "meta" else INTERPRETER_SMS
 
 
 def _as_torch(a: Any) -> Any:
@@ -124,11 +226,13 @@ def launch_plan(
     want_grad: bool,
     grad_scale: Any | None = None,
 ) -> tuple[Any, Any | None, tuple | None]:
-    """Outputs, scratch and the kernel's arguments for torch tensors ``xt`` (N, C) and
-    ``tt`` (N, K): ``(loss, grad, launch)`` with ``launch = (grid, args, kwargs)``, or None
-    where nothing is to be launched (N = 0 or K = 0: the outputs are final). Allocates on
-    ``xt``'s device and launches nothing, so that the ahead-of-time check
-    (tests/tools/compile_triton.py) compiles exactly the specialisations this produces."""
+    """Outputs, scratch and the kernels' arguments for torch tensors ``xt`` (N, C) and
+    ``tt`` (N, K): ``(loss, grad, launches)`` with ``launches`` a tuple of
+    ``(kernel name, grid, args, kwargs)`` to run in order (one step, or the split kernel and
+    its finishing kernel), or None where nothing is to be launched (N = 0 or K = 0: the
+    outputs are final). Allocates on ``xt``'s device and launches nothing, so that the
+    ahead-of-time check (tests/tools/compile_triton.py) compiles exactly the specialisations
+    this produces."""
     import torch
     import triton.language as tl
 
@@ -145,36 +249,60 @@ def launch_plan(
         if grad is not None:
             grad.zero_()
         return loss, grad, None
-    cfg = launch_config(n, c, k, is_f64)
-    block_t = cfg["BLOCK_T"]
+    cfg = launch_config(n, c, k, is_f64, _sm_count(xt.device))
+    block_t, s = cfg["BLOCK_T"], cfg["S"]
+    dev = xt.device
     words = (c + 31) // 32
-    bits = torch.empty((n, words), dtype=torch.int32, device=xt.device)
-    ts = torch.empty((n, block_t), dtype=acc, device=xt.device)
-    cls = torch.empty((n, block_t), dtype=torch.int32, device=xt.device)
-    pre = torch.empty((n, 3, block_t + 1), dtype=acc, device=xt.device)
-    w = loss if weight is None else _as_torch(weight).to(device=xt.device, dtype=acc).contiguous()
+    bits = torch.empty((n, words), dtype=torch.int32, device=dev)
+    w = loss if weight is None else _as_torch(weight).to(device=dev, dtype=acc).contiguous()
     g = grad if grad is not None else loss.view(1, n)  # never written without WANT_GRAD
-    scale = loss if grad_scale is None else _scale_tensor(grad_scale, n, acc, xt.device)
-    # half gradients of rows with several tiles are summed in float32 and rounded once
-    acc_grad = want_grad and xt.dtype in (torch.float16, torch.bfloat16) and k > block_t
-    gacc = torch.empty((n, c), dtype=acc, device=xt.device) if acc_grad else loss
-    args = (
-        xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w, loss,
-        g, g.stride(0), g.stride(1), bits, words, ts, cls, pre, scale, gacc, c, k, float(margin),
-    )  # fmt: skip
-    kwargs = {
+    scale = loss if grad_scale is None else _scale_tensor(grad_scale, n, acc, dev)
+    common = {
         "P": p,
-        "HAS_WEIGHT": weight is not None,
         "WANT_GRAD": want_grad,
         "HAS_SCALE": grad_scale is not None,
-        "ACC_GRAD": acc_grad,
         "F": tl.float64 if is_f64 else tl.float32,
         "BLOCK_C": cfg["BLOCK_C"],
         "BLOCK_T": block_t,
         "num_warps": cfg["num_warps"],
         "maxnreg": cfg["maxnreg"],
     }
-    return loss, grad, ((n,), args, kwargs)
+    if s > 1:
+        # split rows (K <= BLOCK_T): per-program scratch (sorted thresholds, classes, prefix
+        # sums and the positives' W, thr') and the slices' partials, all O(N·S·BLOCK_T)
+        ts = torch.empty((n * s, block_t), dtype=acc, device=dev)
+        cls = torch.empty((n * s, block_t), dtype=torch.int32, device=dev)
+        pre = torch.empty((n * s, 5, block_t + 1), dtype=acc, device=dev)
+        part = torch.empty((n * s, block_t + 1), dtype=acc, device=dev)
+        cnt = torch.empty((n * s, block_t + 2), dtype=torch.int32, device=dev)
+        split_args = (
+            xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w,
+            g, g.stride(0), g.stride(1), bits, words, ts, cls, pre, part, cnt, scale,
+            c, k, s, cfg["SLICE"], float(margin),
+        )  # fmt: skip
+        finish_args = (
+            loss, g, g.stride(0), g.stride(1), cls, pre, part, cnt, scale, c, s, cfg["SLICE"],
+        )  # fmt: skip
+        # the finishing kernel is small (BLOCK_T-wide sums; a NaN row's fill): 4 warps
+        finish_kw = dict(common, num_warps=4, maxnreg=min(255, 65536 // (CTAS_PER_SM * 128)))
+        return loss, grad, (
+            ("multilabel_hinge_split_kernel", (n, s), split_args,
+             dict(common, HAS_WEIGHT=weight is not None)),
+            ("multilabel_hinge_finish_kernel", (n, s if want_grad else 1), finish_args,
+             finish_kw),
+        )  # fmt: skip
+    ts = torch.empty((n, block_t), dtype=acc, device=dev)
+    cls = torch.empty((n, block_t), dtype=torch.int32, device=dev)
+    pre = torch.empty((n, 3, block_t + 1), dtype=acc, device=dev)
+    # half gradients of rows with several tiles are summed in float32 and rounded once
+    acc_grad = want_grad and xt.dtype in (torch.float16, torch.bfloat16) and k > block_t
+    gacc = torch.empty((n, c), dtype=acc, device=dev) if acc_grad else loss
+    args = (
+        xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w, loss,
+        g, g.stride(0), g.stride(1), bits, words, ts, cls, pre, scale, gacc, c, k, float(margin),
+    )  # fmt: skip
+    kwargs = dict(common, HAS_WEIGHT=weight is not None, ACC_GRAD=acc_grad)
+    return loss, grad, (("multilabel_hinge_kernel", (n,), args, kwargs),)
 
 
 def hinge(
@@ -211,13 +339,15 @@ def hinge(
             "triton backend: scores must be CUDA tensors (or set TRITON_INTERPRET=1 to run the "
             f"kernels on the CPU), got a tensor on {xt.device}"
         )
-    loss, grad, launch = launch_plan(
+    loss, grad, launches = launch_plan(
         xt, tt, margin=margin, p=p, weight=weight, want_grad=want_grad, grad_scale=grad_scale
     )
-    if launch is not None:
-        grid, args, kwargs = launch
+    if launches is not None:
+        kernels = _kernels()
         with _device_guard(xt.device):
-            _kernels().multilabel_hinge_kernel[grid](*args, **kwargs)
+            # one stream: the finishing kernel starts after the split kernel's writes
+            for name, grid, args, kwargs in launches:
+                getattr(kernels, name)[grid](*args, **kwargs)
     return _back(loss, grad, from_cupy)
 
 
