@@ -200,3 +200,39 @@ def test_numba_direct_loop_and_sorted_search_agree(monkeypatch, direct_max, p):
     assert_close(scaled, ref_grad * scale[:, None], rtol=1e-12, atol=1e-12, what="grad_scale")
     loss_only, none = nb.hinge_numpy(x, t, margin=0.5, p=p, weight=w, want_grad=False)
     assert none is None and np.array_equal(loss_only, loss)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_numba_single_positive_rows(dtype, p, weighted):
+    """Rows with one positive take the numba kernel's fused single pass: the same values as
+    the reference kernel, with ties at the margin, ±inf scores (at the positive and at
+    negatives), NaN rows, a per-row gradient scale, and C = 1 (no negative)."""
+    from xmargin.backends import numba as nb
+    from xmargin.backends import reference
+
+    rng = np.random.default_rng(7)
+    n, c = 12, 9
+    x = rng.integers(-3, 4, size=(n, c)).astype(dtype)  # integers: exact ties at margin 1
+    t = np.full((n, c), -1)
+    t[:, 0] = rng.integers(0, c, n)
+    t[1, 5] = 2  # a value after the terminator (in range): ignored
+    x[2, t[2, 0]] = np.inf  # positive at +inf: no violation
+    x[3, t[3, 0]] = -np.inf  # positive at -inf: every negative violates, by inf
+    x[4, (t[4, 0] + 1) % c] = np.inf  # a negative at +inf
+    x[5, (t[5, 0] + 2) % c] = np.nan  # NaN: the whole row NaN
+    x[6, t[6, 0]] = np.nan
+    w = rng.uniform(0.5, 2.0, c) if weighted else None
+    scale = rng.uniform(-1.0, 2.0, n)
+    got = nb.hinge_numpy(x, t, margin=1.0, p=p, weight=w, want_grad=True, grad_scale=scale)
+    ref_loss, ref_grad = reference.hinge_numpy(x.astype(np.float64), t, margin=1.0, p=p,
+                                               weight=w, want_grad=True)  # fmt: skip
+    tol = 1e-6 if dtype == "float32" else 1e-12
+    assert_close(got[0], ref_loss, rtol=tol, atol=tol, what="single-positive loss")
+    assert_close(got[1].astype(np.float64), ref_grad * scale[:, None], rtol=tol, atol=tol,
+                 what="single-positive grad")  # fmt: skip
+    assert np.isnan(got[0][[5, 6]]).all() and np.isinf(got[0][[3, 4]]).all()
+    one = nb.hinge_numpy(x[:, :1], np.zeros((n, 1), np.int64), margin=1.0, p=p, weight=None,
+                         want_grad=True)  # fmt: skip
+    assert (one[0] == 0).all() and (one[1] == 0).all()  # C = 1: no pair, no gradient

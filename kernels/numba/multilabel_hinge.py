@@ -14,6 +14,8 @@ layer hands half precision over as float32). Per row, by its own T:
   positives and NaN-free masking go into one float64 copy of the row, with positives at −inf so
   that no branch is needed: z = (margin − x_k) + x_j is −inf there). LLVM vectorises the class
   loop (``fastmath`` reassociation only: NaN and inf keep their IEEE meaning).
+* T = 1 (one positive: multi-class-like rows) with C > 1: the same direct loop fused with the
+  row's copy and the gradient write, one pass over the scores and no scratch.
 * larger T: the sorted search of DESIGN.md §5 in O(T log T + C log T). Thresholds
   τ_0 ≤ … ≤ τ_{T−1} (τ = x[t_k] − margin) with weights, A0[v] = Σ_{k<v} W_k and gaps
   δ_u = τ_u − τ_{u−1}. Every class j is placed by binary search, v_j = #{τ < x_j}, and its sums
@@ -82,6 +84,36 @@ def _direct(xr, mk, wk, n_slots, p, want_grad, g, gp):
         if want_grad:
             gp[k] = -w * cnt if p == 1 else -2.0 * w * cnt
     return loss
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _single(x, r, c0, m, w, p, want_grad, grad, f):
+    """The direct loop for a row with one positive slot (class c0, m = margin − x[c0]), fused
+    with the float64 copy of the row and the gradient write: one pass over the scores, the
+    gradient written straight in x's dtype (f: the row's factor). The arithmetic is the direct
+    loop's (z = m + x_j, a pair counts iff z > 0). Returns (loss, the count or Σh behind the
+    positive's gradient, whether the row holds a NaN)."""
+    c = x.shape[1]
+    part = 0.0
+    cnt = 0.0
+    has_nan = False
+    for j in range(c):
+        xj = np.float64(x[r, j])
+        has_nan |= xj != xj
+        z = m + xj if j != c0 else -math.inf  # the positive is no negative of itself
+        h = z if z > 0.0 else 0.0
+        if p == 1:
+            part += h
+            on = 1.0 if z > 0.0 else 0.0
+            cnt += on
+            if want_grad:
+                grad[r, j] = (w * on) * f
+        else:
+            part += h * h
+            cnt += h
+            if want_grad:
+                grad[r, j] = (2.0 * w * h) * f
+    return part, cnt, has_nan
 
 
 @njit(cache=True, nogil=True)
@@ -227,6 +259,25 @@ def hinge_rows(
             if want_grad:
                 for j in range(c):
                     grad[r, j] = nan
+            continue
+        if n_slots == 1 and c > 1:
+            # one positive (multi-class-like rows, PyTorch's (N, C) layout with one label):
+            # a single fused pass, no scratch
+            c0 = t[r, 0]
+            w0 = weight[c0] if has_weight else 1.0
+            f = scale[r] * factor if has_scale else factor
+            part, cnt, has_nan = _single(
+                x, r, c0, margin - np.float64(x[r, c0]), w0, p, want_grad, grad, f
+            )
+            if has_nan:  # the NaN rule: a positive and C − 1 > 0 negatives
+                loss[r] = nan
+                if want_grad:
+                    for j in range(c):
+                        grad[r, j] = nan
+                continue
+            loss[r] = w0 * part
+            if want_grad:
+                grad[r, c0] = (-w0 * cnt if p == 1 else -2.0 * w0 * cnt) * f
             continue
         # -- the positives, the row in float64, NaN ----------------------------------------
         distinct = 0
