@@ -1,6 +1,6 @@
 # Two entry points, each setting everything up on a fresh machine (a venv in .venv):
 #   make demo   the main job: benchmark table + training demo, default CPU backend, quick mode
-#   make test   lint + the whole test suite
+#   make test   lint, type check + the whole test suite
 # torch is pinned by constraints.txt (an unpinned torch downloads several GB of CUDA wheels).
 
 PYTHON ?= python3
@@ -21,4 +21,5 @@ demo: venv
 test: venv
 	$(PIP) -e ".[test]"
 	$(PY) -m ruff check xmargin tests benchmarks kernels
+	$(PY) -m mypy
 	$(PY) -m pytest -q

@@ -14,7 +14,7 @@ import pytest
 
 import xmargin
 from xmargin import backends
-from xmargin.backends import _registry
+from xmargin.backends import _probe, _registry
 
 X = np.array([[0.1, 0.2, 0.4, 0.8], [0.5, -0.3, 0.9, 0.0]])
 T = np.array([[3, 0, -1, 1], [2, -1, 0, 0]])
@@ -58,11 +58,13 @@ def test_every_known_backend_is_explained():
 
 def test_too_old_triton_is_reported_not_run(monkeypatch):
     """An installed Triton older than the kernels need is unusable, with the reason."""
-    if not _registry._installed("triton"):
+    if not _probe.installed("triton"):
         pytest.skip("triton is not installed: the version check is not reached")
-    real = _registry.importlib.metadata.version
+    import importlib.metadata
+
+    real = importlib.metadata.version
     fake = {"triton": "3.2.0+git1234"}
-    monkeypatch.setattr(_registry.importlib.metadata, "version",
+    monkeypatch.setattr(importlib.metadata, "version",
                         lambda name: fake.get(name) or real(name))  # fmt: skip
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     s = {s.name: s for s in backends.explain()}["triton"]

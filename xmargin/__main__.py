@@ -116,9 +116,9 @@ ENVIRONMENT = ("XMARGIN_BACKEND", "XMARGIN_CHECK_VALUES", "XMARGIN_NUM_THREADS",
 def report() -> dict[str, Any]:
     """What ``python -m xmargin info`` reports, as data (``--json`` prints it)."""
     import xmargin
-    from xmargin.backends import _registry
+    from xmargin.backends import _probe
 
-    _registry.cuda_device_reason(probe=True)  # info may import frameworks to look for GPUs
+    _probe.cuda_device_reason(probe=True)  # info may import frameworks to look for GPUs
     return {
         "xmargin": xmargin.__version__,
         "python": platform.python_version(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import importlib
 import importlib.util
-import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -29,53 +28,6 @@ if not isinstance(_ENV_DATA, dict):
 _SCOPED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "xmargin_backend", default=None
 )
-
-
-# --------------------------------------------------------------------------------------------
-# what the scores are, without importing anything
-# --------------------------------------------------------------------------------------------
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-_DEVICE_REASON: list[Reason] = []
-
-
-def cuda_device_reason(probe: bool = False) -> Reason:
-    """None when a CUDA device is visible, else why not.
-
-    Asks torch or CuPy only if already imported (or ``probe=True``, as ``python -m xmargin
-    info`` does); otherwise looks for the NVIDIA driver's device list.
-    """
-    if _DEVICE_REASON:
-        return _DEVICE_REASON[0]
-    seen: list[str] = []  # what each framework said
-    if "torch" in sys.modules or (probe and _installed("torch")):
-        torch = importlib.import_module("torch")
-        if torch.cuda.is_available():
-            _DEVICE_REASON.append(None)
-            return None
-        seen.append("torch.cuda.is_available() is False")
-    if "cupy" in sys.modules or (probe and _installed("cupy")):
-        try:
-            cupy = importlib.import_module("cupy")
-            if cupy.cuda.runtime.getDeviceCount() > 0:
-                _DEVICE_REASON.append(None)
-                return None
-            seen.append("CuPy sees 0 devices")
-        except Exception as exc:  # CuPy without a driver raises here
-            seen.append(f"CuPy: {type(exc).__name__}: {str(exc).split(':')[0]}")
-    if seen:
-        reason = f"no CUDA device ({'; '.join(seen)})"
-        _DEVICE_REASON.append(reason)  # a framework answered: definitive
-        return reason
-    gpus = "/proc/driver/nvidia/gpus"
-    if os.path.isdir(gpus) and os.listdir(gpus):
-        return None
-    return "no CUDA device (no NVIDIA driver found)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,152 +73,63 @@ def _module_loader(module: str, name: str = "hinge") -> Callable[[], HingeFn]:
     return load
 
 
-def _reference_supports(x: Any) -> Reason:
-    kind = array_kind(x)
-    if kind in (("numpy", "cpu"), ("torch", "cpu")):
-        return None
-    return f"reference runs on NumPy arrays and torch CPU tensors, got {kind[0]} on {kind[1]}"
-
-
-# the kernels use tl.gather and masked tl.histogram (Triton 3.4)
-_MIN_VERSIONS = {"triton": (3, 4)}
-
-
-def _older_than(package: str, minimum: tuple[int, ...] | None) -> str | None:
-    """Why the installed ``package`` is too old (from its metadata; nothing is imported)."""
-    if minimum is None:
-        return None
-    import importlib.metadata  # 50 ms to import: only when a GPU backend is asked about
-
-    try:
-        installed = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None  # importable without metadata (a source build): let it try
-    parts = []
-    for piece in installed.split(".")[: len(minimum)]:
-        digits = "".join(itertools.takewhile(str.isdigit, piece))
-        parts.append(int(digits or 0))
-    if tuple(parts) < minimum:
-        need = ".".join(map(str, minimum))
-        return f"{package} {installed} is too old, xmargin needs {package}>={need}"
-    return None
-
-
-def _gpu_status(module: str, package: str, extra: str) -> Callable[[], Reason]:
-    def status() -> Reason:
-        if not _installed(package):
-            return f"{package} is not installed (pip install 'xmargin[{extra}]')"
-        if not _installed(module):
-            return f"not available in this xmargin version ({module} is missing)"
-        too_old = _older_than(package, _MIN_VERSIONS.get(package))
-        if too_old:
-            return too_old
-        if package == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
-            return None  # the interpreter runs kernels on the CPU
-        why = cuda_device_reason()
-        if why is not None and package == "triton":
-            why += "; set TRITON_INTERPRET=1 to run the Triton kernels on the CPU"
-        return why
-
-    return status
-
-
-def _triton_supports(x: Any) -> Reason:
-    kind = array_kind(x)
-    if kind == ("torch", "cuda") or kind[0] == "cupy":
-        return None
-    if kind == ("torch", "cpu") and os.environ.get("TRITON_INTERPRET") == "1":
-        return None
-    if kind == ("torch", "cpu"):
-        return "triton needs CUDA tensors (set TRITON_INTERPRET=1 to run its kernels on the CPU)"
-    return f"triton runs on torch CUDA tensors and CuPy arrays, got {kind[0]} on {kind[1]}"
-
-
-def _cupy_supports(x: Any) -> Reason:
-    kind = array_kind(x)
-    if kind == ("torch", "cuda") or kind[0] == "cupy":
-        return None
-    return f"cupy runs on CuPy arrays and torch CUDA tensors, got {kind[0]} on {kind[1]}"
-
-
 _REGISTRY: dict[str, Backend] = {}
 
 
-def _add_builtin(backend: Backend) -> None:
-    _REGISTRY[backend.name] = backend
+def _rule(module: str, name: str) -> Callable[..., Reason]:
+    """A backend's own support rule (``status()`` or ``supports(x)`` of its module), the
+    module imported on first use; a module that is missing makes the backend unusable."""
+
+    def rule(*args: Any) -> Reason:
+        try:
+            mod = sys.modules.get(module) or importlib.import_module(module)
+        except ImportError as exc:
+            return f"not available in this xmargin version ({module}: {exc})"
+        return getattr(mod, name)(*args)
+
+    return rule
 
 
-def _numba_status() -> Reason:
-    module = sys.modules.get("xmargin.backends.numba")  # (import_module costs a small call)
-    return (module or importlib.import_module("xmargin.backends.numba")).status()
-
-
-def _numba_supports(x: Any) -> Reason:
-    kind = array_kind(x)
-    if kind in (("numpy", "cpu"), ("torch", "cpu")):
-        return None
-    return f"numba runs on NumPy arrays and torch CPU tensors, got {kind[0]} on {kind[1]}"
-
-
-_add_builtin(
-    Backend(
-        "numba",
-        _module_loader("xmargin.backends.numba"),
-        _numba_status,
-        _numba_supports,
-        "compiled CPU kernel (Numba), O(T·C) or O(C log T) per sample by its own T, float64 "
-        "accumulation",
+def _builtin(name: str, description: str, **flags: Any) -> None:
+    module = f"xmargin.backends.{name}"
+    _REGISTRY[name] = Backend(
+        name,
+        _module_loader(module),
+        _rule(module, "status"),
+        _rule(module, "supports"),
+        description,
         builtin=True,
-        scales_grad=True,
-        load_numpy=_module_loader("xmargin.backends.numba", "hinge_numpy"),
+        **flags,
     )
+
+
+# the order of explain(); automatic dispatch has its own order (_AUTO_ORDER)
+_builtin(
+    "numba",
+    "compiled CPU kernel (Numba), O(T·C) or O(C log T) per sample by its own T, float64 "
+    "accumulation",
+    scales_grad=True,
+    load_numpy=_module_loader("xmargin.backends.numba", "hinge_numpy"),
 )
-_add_builtin(
-    Backend(
-        "reference",
-        _module_loader("xmargin.backends.reference"),
-        _always,
-        _reference_supports,
-        "NumPy CPU kernel, O(C log T) per sample, float64 accumulation",
-        builtin=True,
-        load_numpy=_module_loader("xmargin.backends.reference", "hinge_numpy"),
-    )
+_builtin(
+    "reference",
+    "NumPy CPU kernel, O(C log T) per sample, float64 accumulation",
+    load_numpy=_module_loader("xmargin.backends.reference", "hinge_numpy"),
 )
-_add_builtin(
-    Backend(
-        "portable",
-        _module_loader("xmargin.backends.portable"),
-        _always,
-        _always,
-        "pure array-API code, any namespace and device",
-        builtin=True,
-    )
+_builtin("portable", "pure array-API code, any namespace and device")
+_builtin(
+    "triton",
+    "Triton GPU kernels (torch CUDA tensors; CuPy through DLPack)",
+    half_precision=True,
+    scales_grad=True,
+    grad_in_backward=True,
 )
-_add_builtin(
-    Backend(
-        "triton",
-        _module_loader("xmargin.backends.triton"),
-        _gpu_status("xmargin.backends.triton", "triton", "triton"),
-        _triton_supports,
-        "Triton GPU kernels (torch CUDA tensors; CuPy through DLPack)",
-        builtin=True,
-        half_precision=True,
-        scales_grad=True,
-        grad_in_backward=True,
-    )
-)
-_add_builtin(
-    Backend(
-        "cupy",
-        _module_loader("xmargin.backends.cupy"),
-        _gpu_status("xmargin.backends.cupy", "cupy", "cuda12"),
-        _cupy_supports,
-        "CuPy raw-CUDA kernels (CuPy arrays; torch CUDA through DLPack)",
-        builtin=True,
-        half_precision=True,
-        scales_grad=True,
-        grad_in_backward=True,
-    )
+_builtin(
+    "cupy",
+    "CuPy raw-CUDA kernels (CuPy arrays; torch CUDA through DLPack)",
+    half_precision=True,
+    scales_grad=True,
+    grad_in_backward=True,
 )
 
 

@@ -297,3 +297,23 @@ def hinge(
         with f.stream():
             kernel((n,), (THREADS,), args)
     return loss, grad
+
+
+# --------------------------------------------------------------------------------------------
+# support rules (read by the registry)
+# --------------------------------------------------------------------------------------------
+def status() -> str | None:
+    """None when CuPy is installed and a CUDA device is visible, else why not."""
+    from . import _probe
+
+    return _probe.gpu_status("cupy", "cuda13")
+
+
+def supports(x: Any) -> str | None:
+    """None for CuPy arrays and torch CUDA tensors, else why not."""
+    from .._interop import array_kind
+
+    kind = array_kind(x)
+    if kind == ("torch", "cuda") or kind[0] == "cupy":
+        return None
+    return f"cupy runs on CuPy arrays and torch CUDA tensors, got {kind[0]} on {kind[1]}"

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._interop import array_kind
 from .._resources import kernels_dir
 from . import _threads
 
@@ -229,3 +230,14 @@ def _status() -> str | None:
     except Exception as exc:  # e.g. built against another NumPy
         return f"numba does not import ({type(exc).__name__}: {exc}); using reference instead"
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# support rules (read by the registry)
+# --------------------------------------------------------------------------------------------
+def supports(x: Any) -> str | None:
+    """None when this backend runs on scores ``x``, else why not."""
+    kind = array_kind(x)
+    if kind in (("numpy", "cpu"), ("torch", "cpu")):
+        return None
+    return f"numba runs on NumPy arrays and torch CPU tensors, got {kind[0]} on {kind[1]}"

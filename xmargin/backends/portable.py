@@ -226,3 +226,16 @@ def _hinge(
     grad = g_neg + xp.where(is_neg, 0.0, g_pos)
     grad = xp.where(nan_rows[:, None], xp.full((n, c), nan, dtype=acc, device=dev), grad)
     return loss, grad
+
+
+# --------------------------------------------------------------------------------------------
+# support rules (read by the registry)
+# --------------------------------------------------------------------------------------------
+def status() -> str | None:
+    """None: array-api-compat is all it needs."""
+    return None
+
+
+def supports(x: Any) -> str | None:
+    """None: any array-API namespace and device."""
+    return None

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .._interop import array_kind
 from . import _threads
 
 __all__ = ["hinge", "hinge_numpy"]
@@ -319,3 +320,19 @@ def hinge(
     from .._interop import on_host_arrays
 
     return on_host_arrays(hinge_numpy, x, t, margin=margin, p=p, weight=weight, want_grad=want_grad)
+
+
+# --------------------------------------------------------------------------------------------
+# support rules (read by the registry)
+# --------------------------------------------------------------------------------------------
+def supports(x: Any) -> str | None:
+    """None when this backend runs on scores ``x``, else why not."""
+    kind = array_kind(x)
+    if kind in (("numpy", "cpu"), ("torch", "cpu")):
+        return None
+    return f"reference runs on NumPy arrays and torch CPU tensors, got {kind[0]} on {kind[1]}"
+
+
+def status() -> str | None:
+    """None: NumPy is all it needs."""
+    return None

@@ -72,6 +72,8 @@ def _kernels() -> ModuleType:
         name = "xmargin._kernels.triton.multilabel_hinge"
         path = kernels_dir() / "triton" / "multilabel_hinge.py"
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"xmargin: cannot load the Triton kernels from {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # Triton reads the source of @jit functions by module
         spec.loader.exec_module(module)
@@ -357,3 +359,29 @@ def _back(loss: Any, grad: Any | None, to_cupy: bool) -> tuple[Any, Any | None]:
     import cupy
 
     return cupy.from_dlpack(loss), None if grad is None else cupy.from_dlpack(grad)
+
+
+# --------------------------------------------------------------------------------------------
+# support rules (read by the registry)
+# --------------------------------------------------------------------------------------------
+def status() -> str | None:
+    """None when Triton (3.4 or newer) is installed and a CUDA device is visible or
+    ``TRITON_INTERPRET=1`` is set, else why not."""
+    from . import _probe
+
+    return _probe.gpu_status("triton", "triton", interpreter=True)
+
+
+def supports(x: Any) -> str | None:
+    """None for torch CUDA tensors and CuPy arrays (torch CPU tensors under the
+    interpreter), else why not."""
+    from .._interop import array_kind
+
+    kind = array_kind(x)
+    if kind == ("torch", "cuda") or kind[0] == "cupy":
+        return None
+    if kind == ("torch", "cpu") and os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    if kind == ("torch", "cpu"):
+        return "triton needs CUDA tensors (set TRITON_INTERPRET=1 to run its kernels on the CPU)"
+    return f"triton runs on torch CUDA tensors and CuPy arrays, got {kind[0]} on {kind[1]}"

@@ -1,0 +1,98 @@
+"""What a backend needs from this process, found without importing frameworks: a package
+installed and recent enough, a CUDA device. Each backend's own support rules (its module's
+``status()`` and ``supports(x)``) are built from these."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import os
+import sys
+
+Reason = str | None  # None: usable; otherwise why not
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_DEVICE_REASON: list[Reason] = []
+
+
+def cuda_device_reason(probe: bool = False) -> Reason:
+    """None when a CUDA device is visible, else why not.
+
+    Asks torch or CuPy only if already imported (or ``probe=True``, as ``python -m xmargin
+    info`` does); otherwise looks for the NVIDIA driver's device list.
+    """
+    if _DEVICE_REASON:
+        return _DEVICE_REASON[0]
+    seen: list[str] = []  # what each framework said
+    if "torch" in sys.modules or (probe and installed("torch")):
+        torch = importlib.import_module("torch")
+        if torch.cuda.is_available():
+            _DEVICE_REASON.append(None)
+            return None
+        seen.append("torch.cuda.is_available() is False")
+    if "cupy" in sys.modules or (probe and installed("cupy")):
+        try:
+            cupy = importlib.import_module("cupy")
+            if cupy.cuda.runtime.getDeviceCount() > 0:
+                _DEVICE_REASON.append(None)
+                return None
+            seen.append("CuPy sees 0 devices")
+        except Exception as exc:  # CuPy without a driver raises here
+            seen.append(f"CuPy: {type(exc).__name__}: {str(exc).split(':')[0]}")
+    if seen:
+        reason = f"no CUDA device ({'; '.join(seen)})"
+        _DEVICE_REASON.append(reason)  # a framework answered: definitive
+        return reason
+    gpus = "/proc/driver/nvidia/gpus"
+    if os.path.isdir(gpus) and os.listdir(gpus):
+        return None
+    return "no CUDA device (no NVIDIA driver found)"
+
+
+# the kernels use tl.gather and masked tl.histogram (Triton 3.4)
+MIN_VERSIONS = {"triton": (3, 4)}
+
+
+def older_than(package: str, minimum: tuple[int, ...] | None) -> str | None:
+    """Why the installed ``package`` is too old (from its metadata; nothing is imported)."""
+    if minimum is None:
+        return None
+    import importlib.metadata  # 50 ms to import: only when a GPU backend is asked about
+
+    try:
+        installed = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None  # importable without metadata (a source build): let it try
+    parts = []
+    for piece in installed.split(".")[: len(minimum)]:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        parts.append(int(digits or 0))
+    if tuple(parts) < minimum:
+        need = ".".join(map(str, minimum))
+        return f"{package} {installed} is too old, xmargin needs {package}>={need}"
+    return None
+
+
+def gpu_status(package: str, extra: str, interpreter: bool = False) -> Reason:
+    """Why a GPU backend built on ``package`` cannot run here (None: it can): not installed,
+    too old, or no CUDA device (``interpreter``: Triton's CPU interpreter, when
+    ``TRITON_INTERPRET=1``, needs none)."""
+    if not installed(package):
+        return f"{package} is not installed (pip install 'xmargin[{extra}]')"
+    too_old = older_than(package, MIN_VERSIONS.get(package))
+    if too_old:
+        return too_old
+    if interpreter and os.environ.get("TRITON_INTERPRET") == "1":
+        return None  # the interpreter runs kernels on the CPU
+    why = cuda_device_reason()
+    if why is not None and interpreter:
+        why += "; set TRITON_INTERPRET=1 to run the Triton kernels on the CPU"
+    return why
