@@ -19,9 +19,11 @@ The model (every number below is an assumption of the model, not a measurement):
   launcher's ``programs_per_row``: one, unless N is small against the SM count and K fits
   one threshold tile), each streaming its slice of the row in chunks of ``BLOCK_C`` classes.
   A chunk costs ``CHUNK_LATENCY_US`` (a dependent DRAM round trip plus the chunk's barriers)
-  when its program waits on it alone; the split kernel issues the next chunk's loads before
-  working on the current one, so two chunks are in flight (``chunks_in_flight``) and a chunk
-  costs half that; programs run ``CTAS_PER_SM`` to an SM. Every program first builds its
+  when its program waits on it alone; the kernels issue the next chunk's loads before
+  working on the current one (the split kernel always, the one-program-per-row kernel except
+  for p = 2 gradients, which have no registers to spare; the model is of p = 1, the
+  benchmark's), so two chunks are in flight (``chunks_in_flight``) and a chunk costs half
+  that; programs run ``CTAS_PER_SM`` to an SM. Every program first builds its
   row's sorted table (``SETUP_CHUNKS`` chunk times), and a split pass ends with a finishing
   launch (``FINISH_US``). The time of a pass is the larger of its bytes at the device
   bandwidth and its waves of programs times the serial work of one program.
@@ -44,7 +46,7 @@ DEVICES = {
 }
 CHUNK_LATENCY_US = 0.7  # one serial chunk of one program: DRAM latency (~0.6 us) + barriers
 CTAS_PER_SM = 2  # 8-warp programs at 100-128 registers per thread (the launcher's maxnreg)
-SETUP_CHUNKS = 3  # a program's setup (targets, sort, prefix sums), in chunk times
+SETUP_CHUNKS = 3  # a program's setup (targets, sort, prefix sums), in chunk times (launcher's)
 FINISH_US = 3.0  # the finishing launch of a split pass: launch gap + reading the partials
 
 
@@ -72,7 +74,7 @@ def triton_design(
         block_c=cfg["BLOCK_C"],
         programs_per_row=s,
         threshold_tiles=max(1, math.ceil(max(t, 1) / cfg["BLOCK_T"])),
-        chunks_in_flight=2 if s > 1 else 1,  # the split kernel prefetches the next chunk
+        chunks_in_flight=tb.CHUNKS_IN_FLIGHT,  # next chunk's loads issued early (see above)
         block_t=cfg["BLOCK_T"],
     )
 

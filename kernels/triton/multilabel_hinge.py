@@ -92,8 +92,11 @@ with NaN. Results equal the one-program-per-row kernel's up to the order of the 
 (rounding), and are bitwise repeatable: no float atomics, no order that depends on timing.
 
 The split kernel issues the next chunk's loads (scores and bitmap words) before working on
-the current chunk, so that each program has two chunks' DRAM round trips in flight: a split
-program is otherwise bound by one round trip per chunk, not by bandwidth.
+the current chunk, so that each program has two chunks' DRAM round trips in flight: a
+program is otherwise bound by one round trip per chunk, not by bandwidth. The
+one-program-per-row kernel does the same where its registers allow (PREFETCH: the launcher
+sets it except for p = 2 gradients, which sit at the 128-register limit of two programs per
+SM without it).
 
 Per-bin sums for p = 2 (``_sum_per_bin``): lanes sorted by (bin, lane) with one int32 key
 bin·BLOCK_C + lane (it was an int64 key (bin << 32) | lane: the same order, so the same sums,
@@ -439,6 +442,7 @@ def multilabel_hinge_kernel(
     F: tl.constexpr,  # compare/accumulate dtype: tl.float64 for float64 scores, else tl.float32
     BLOCK_C: tl.constexpr,  # classes per chunk
     BLOCK_T: tl.constexpr,  # positive slots per tile (a power of two)
+    PREFETCH: tl.constexpr,  # load the next chunk before working on this one (registers allow)
 ):
     """One program per row, every tile of thresholds in sequence (phases 0-4)."""
     row = tl.program_id(0).to(tl.int64)
@@ -497,9 +501,15 @@ def multilabel_hinge_kernel(
         hist = tl.zeros([BLOCK_T], tl.int32)  # hist[u]: negatives with u + 1 thresholds below
         hist_x = tl.zeros([BLOCK_T], F)  # ... and the sum of their x' (p = 2)
         part = tl.zeros([BLOCK_C], F)
+        if PREFETCH:  # two chunks in flight, as in the split kernel
+            x_next, w_next = _load_chunk(x_row, stride_xc, b_row, lane, C)
         for j0 in range(0, C, BLOCK_C):
             cols = j0 + lane
-            xr, word = _load_chunk(x_row, stride_xc, b_row, cols, C)
+            if PREFETCH:
+                xr, word = x_next, w_next
+                x_next, w_next = _load_chunk(x_row, stride_xc, b_row, cols + BLOCK_C, C)
+            else:
+                xr, word = _load_chunk(x_row, stride_xc, b_row, cols, C)
             xv, in_row, neg, cnt, hit, xs, a0, lin, term = _judge_chunk(
                 xr, word, ts_row, pre_row, cols, C, n_t, top, piv, P, F, BLOCK_T
             )

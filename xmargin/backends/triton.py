@@ -28,9 +28,10 @@ Launch heuristics:
   each row is cut into S contiguous slices of whole chunks. S is chosen by a serial-time
   model (the one benchmarks/roofline.py prints): programs run in waves of ``slots``, each wave
   as long as one program's setup (SETUP_CHUNKS chunk times: every program rebuilds its row's
-  sorted table) plus its slice's chunks; the candidates are S = 1 and the S that fill
-  w = 1..MAX_SPLIT_WAVES waves exactly or nearly (N·S <= w·slots: a partial last wave costs a
-  whole one), each slice at least MIN_SLICE_CHUNKS chunks. (64, 10⁶, 32) on 132 SMs gets
+  sorted table) plus its slice's chunks (two in flight at a time: CHUNKS_IN_FLIGHT); the
+  candidates are S = 1 and the S that fill w = 1..MAX_SPLIT_WAVES waves exactly or nearly
+  (N·S <= w·slots: a partial last wave costs a whole one), each slice at least
+  MIN_SLICE_CHUNKS chunks. (64, 10⁶, 32) on 132 SMs gets
   S = 4: 256 programs of 245 chunks, one wave, against 977 chunks in a row unsplit. S = 1 when
   N already fills the GPU (N >= slots), or when K > BLOCK_T (those rows keep one program per
   row and their tiles). The SM count is the device's (``multi_processor_count``); for the
@@ -41,6 +42,10 @@ Launch heuristics:
   ``multilabel_hinge_finish_kernel`` on (N, S) (the loss and the positives' gradient from the
   S partials, summed in the fixed order s = 0..S−1: bitwise repeatable; a NaN row's programs
   fill their slices with NaN).
+* ``PREFETCH`` (one-program-per-row kernel): the next chunk's scores and bitmap words are
+  loaded before the current chunk is worked on, two chunks' round trips in flight per program
+  (the split kernel always does this). Not for p = 2 gradients: they sit at the 128 registers
+  of two programs per SM without it, and the ~8 more (12 in float64) would spill.
 * Scratch per row: a bitmap of positives (C/32 int32 words) and a tile's sorted thresholds and
   prefix sums (about 5·BLOCK_T words, per program when split, with the partials: about
   3·BLOCK_T words per program); for float16/bfloat16 gradients with K > BLOCK_T also a
@@ -96,6 +101,7 @@ BLOCK_C_RANGE = (128, 1024)
 # interpreter's (CPU tensors; small, so that small test problems split) and the AOT check's
 # (meta tensors).
 CTAS_PER_SM = 2
+CHUNKS_IN_FLIGHT = 2  # the kernels load the next chunk before working on this one
 SETUP_CHUNKS = 3
 MAX_SPLIT_WAVES = 4
 MIN_SLICE_CHUNKS = 4
@@ -119,10 +125,11 @@ def _slice_unit(block_c: int) -> int:
     return max(block_c, 32)
 
 
-def _waves_time(n: int, s: int, chunks: int, slots: int) -> int:
+def _waves_time(n: int, s: int, chunks: int, slots: int) -> float:
     """The serial time of N·S programs over ``slots`` resident slots, in chunk times: waves
-    of programs, each wave as long as one program's setup and its slice."""
-    return -(-n * s // slots) * (-(-chunks // s) + SETUP_CHUNKS)
+    of programs, each wave as long as one program's setup and its slice (CHUNKS_IN_FLIGHT
+    chunks' round trips overlapping)."""
+    return -(-n * s // slots) * (-(-chunks // s) / CHUNKS_IN_FLIGHT + SETUP_CHUNKS)
 
 
 def programs_per_row(n: int, c: int, k: int, is_f64: bool = False, sms: int = META_SMS) -> int:
@@ -303,7 +310,10 @@ def launch_plan(
         xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w, loss,
         g, g.stride(0), g.stride(1), bits, words, ts, cls, pre, scale, gacc, c, k, float(margin),
     )  # fmt: skip
-    kwargs = dict(common, HAS_WEIGHT=weight is not None, ACC_GRAD=acc_grad)
+    # the next chunk's loads issued before this chunk's work (two chunks in flight) costs
+    # about 8 registers per thread (12 in float64): p = 2 gradients are at their 128 without it
+    prefetch = p == 1 or not want_grad
+    kwargs = dict(common, HAS_WEIGHT=weight is not None, ACC_GRAD=acc_grad, PREFETCH=prefetch)
     return loss, grad, (("multilabel_hinge_kernel", (n,), args, kwargs),)
 
 
