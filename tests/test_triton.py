@@ -1212,3 +1212,38 @@ def test_gpu_split_rows(dtype, p, monkeypatch):
     monkeypatch.setattr(tb, "programs_per_row", lambda *a, **kw: 1)
     whole = tb.hinge(x, t, **kw)
     assert_close(runs[0][0].cpu(), whole[0].cpu(), rtol=tol, atol=tol, what="split vs whole")
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="forces the split on interpreted programs")
+def test_split_rows_property(monkeypatch):
+    """Hypothesis: random small problems (C from 1, K up to 16, any T, values after the
+    terminator, ties in halves, p, weight) through a forced split of 2 to 6 slices (often more
+    slices than chunks) give the oracle's loss and gradient in float64."""
+    hyp = pytest.importorskip("hypothesis")
+    st = hyp.strategies
+
+    @st.composite
+    def problems(draw):
+        n = draw(st.integers(1, 3))
+        c = draw(st.integers(1, 100))
+        k = draw(st.integers(1, 16))
+        x = draw(st.lists(st.integers(-6, 6), min_size=n * c, max_size=n * c))
+        t = draw(st.lists(st.integers(-1, c - 1), min_size=n * k, max_size=n * k))
+        s = draw(st.integers(2, 6))
+        p = draw(st.sampled_from([1, 2]))
+        weighted = draw(st.booleans())
+        return np.array(x, float).reshape(n, c) / 2, np.array(t).reshape(n, k), s, p, weighted
+
+    @hyp.settings(max_examples=15, deadline=None, database=None)
+    @hyp.given(problems())
+    def check(problem):
+        x, t, s, p, weighted = problem
+        _force_split(monkeypatch, s)
+        assert _grid(torch.tensor(x), torch.tensor(t))[0][0] == "multilabel_hinge_split_kernel"
+        weight = np.linspace(0.5, 2.0, x.shape[1]) if weighted else None
+        loss, grad = _triton_np(x, t, device="cpu", p=p, weight=weight)
+        ref_loss, ref_grad = oracle_dense(x, t, p=p, weight=weight)
+        assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12, what=f"S={s} p={p} loss")
+        assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12, what=f"S={s} p={p} grad")
+
+    check()
