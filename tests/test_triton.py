@@ -415,8 +415,10 @@ def test_kernel_compiles_for_sm80_and_sm90():
     assert {r["arch"] for r in rows} == {80, 90}
     dtypes = {"float16", "bfloat16", "float32", "float64"}
     assert {r["scores"] for r in rows} == dtypes
-    # the split grid is compiled for every score dtype (the launcher's own choice at N < 264)
-    assert {r["scores"] for r in rows if r["kernel"] == SPLIT} == dtypes
+    # the split grid is compiled for every score dtype and p (the launcher's own choice at
+    # N < 264), loss-only and with gradients
+    split = {(r["scores"], r["p"], r["want_grad"]) for r in rows if r["kernel"] == SPLIT}
+    assert split == {(d, p, g) for d in dtypes for p in (1, 2) for g in (False, True)}
     assert {r["kernel"] for r in rows} == {WHOLE, SPLIT, FINISH}
     for r in rows:
         what = (
