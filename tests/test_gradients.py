@@ -209,6 +209,14 @@ def test_retained_graph_after_an_inplace_change_raises():
     first = leaf.grad.clone()
     with torch.no_grad():
         base.add_(1.0)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+    with pytest.raises(RuntimeError, match="the input of the loss is at version"):
         loss.backward()
     assert torch.equal(leaf.grad, first)
+    # the same for targets changed in place
+    leaf2 = x.detach().clone().requires_grad_()
+    t2 = t.clone()
+    loss2 = xmargin.multilabel_margin_loss(leaf2, t2)
+    loss2.backward(retain_graph=True)
+    t2[0, 0] = 5
+    with pytest.raises(RuntimeError, match="the target of the loss is at version"):
+        loss2.backward()

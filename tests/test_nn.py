@@ -105,8 +105,9 @@ def test_the_weight_buffer_is_what_forward_uses():
 
 
 def test_a_list_weight_becomes_a_tensor():
-    crit = xnn.MultiMarginLoss(weight=[1.0, 2.0, 3.0])
+    crit = xnn.MultiMarginLoss(weight=[1, 2, 3])
     assert isinstance(crit.weight, torch.Tensor) and crit.weight.tolist() == [1.0, 2.0, 3.0]
+    assert crit.weight.dtype == torch.get_default_dtype()
 
 
 def test_inside_a_model_it_moves_and_saves_with_it():

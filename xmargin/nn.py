@@ -14,7 +14,8 @@ anywhere else, on NumPy, JAX, CuPy or Dask arrays. Importing this module imports
 Options are plain attributes, as in PyTorch (``loss.margin = 0.5`` takes effect at the next
 call, where it is checked); they are validated when the module is built as well, so a bad
 ``reduction`` or ``p`` fails at once. A ``weight`` that is not a tensor (a list, a NumPy
-array) is converted with ``torch.as_tensor``; PyTorch requires a tensor.
+array) is converted with ``torch.as_tensor`` to the default float dtype; PyTorch requires a
+tensor.
 
 >>> import torch, xmargin.nn
 >>> crit = xmargin.nn.MultiLabelMarginLoss(margin=0.5, p=2)
@@ -76,7 +77,7 @@ class _WeightedLoss(_Loss):
     ):
         super().__init__(size_average, reduce, reduction)
         if weight is not None and not isinstance(weight, torch.Tensor):
-            weight = torch.as_tensor(weight)
+            weight = torch.as_tensor(weight, dtype=torch.get_default_dtype())
         self.register_buffer("weight", weight)
 
 

@@ -388,7 +388,7 @@ class _FastHingeLoss(torch.autograd.Function):
             # version counter below guards a recomputation)
             ctx.grad, ctx.reduction, ctx.x, ctx.t = grad, reduction, x, t
             ctx.args = (margin, p, factor, launch)
-            ctx.version = x._version
+            ctx.versions = (x._version, t._version)
         if reduction == "none":
             value = loss_np / c
             out = torch.from_numpy(value).to(x.dtype)
@@ -427,16 +427,18 @@ class _FastHingeLoss(torch.autograd.Function):
 
     @staticmethod
     def _again(ctx) -> torch.Tensor:
-        x = ctx.x
-        if x._version != ctx.version:  # what autograd says of a modified saved tensor
-            raise RuntimeError(
-                "multilabel_margin_loss: one of the variables needed for gradient computation "
-                "has been modified by an inplace operation: the input of the loss is at "
-                f"version {x._version}; expected version {ctx.version} instead"
-            )
+        x, t = ctx.x, ctx.t
+        for what, now, then in zip(("input", "target"), (x._version, t._version), ctx.versions,
+                                   strict=True):  # fmt: skip
+            if now != then:  # what autograd says of a modified saved tensor
+                raise RuntimeError(
+                    "multilabel_margin_loss: one of the variables needed for gradient "
+                    f"computation has been modified by an inplace operation: the {what} of the "
+                    f"loss is at version {now}; expected version {then} instead"
+                )
         margin, p, factor, launch = ctx.args
         grad = torch.empty(x.shape, dtype=x.dtype)
-        launch(x.detach().numpy(), ctx.t.numpy(), margin, p, factor, grad.numpy())
+        launch(x.detach().numpy(), t.numpy(), margin, p, factor, grad.numpy())
         return grad
 
 
