@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write to benchmarks/results (committed) instead of "
                         "benchmarks/output (ignored by git)")  # fmt: skip
     args = parser.parse_args(argv)
+    started = time.perf_counter()
 
     fws = frameworks(args.frameworks)
     rows, curves = [], {}
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if plot(curves, where / f"{stem}.png"):
             saved.append(f"{stem}.png")
         print("wrote " + ", ".join(f"benchmarks/{where.name}/{s}" for s in saved))
+    print(f"took {time.perf_counter() - started:.0f} s")
     return 0
 
 
