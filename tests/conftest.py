@@ -20,10 +20,6 @@ if "TRITON_INTERPRET" not in os.environ:
     except ImportError:
         pass
 
-# Keras picks its backend when first imported, TensorFlow unless told (xmargin.keras runs on
-# its torch and JAX backends; tests/test_keras.py runs each in a subprocess of its own)
-os.environ.setdefault("KERAS_BACKEND", "torch")
-
 # Hypothesis: a fixed, CI-sized budget; `HYPOTHESIS_PROFILE=thorough` for more examples.
 try:
     from hypothesis import HealthCheck, settings

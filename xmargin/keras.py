@@ -65,7 +65,7 @@ SUPPORTED_BACKENDS = ("torch", "jax")
 
 
 def _reduce(losses: Any, sample_weight: Any, reduction: Any, dtype: Any) -> Any:
-    # Keras' own reduction (sample weights, masks, dtype) for the losses that bypass its
+    # Keras' own reduction (sample weights, dtype) for the losses that bypass its
     # __call__ to keep integer targets
     from keras.src.losses.loss import reduce_weighted_values
 
