@@ -11,11 +11,9 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from array_api_compat import device as _device
-
 from ._errors import XMarginTypeError, XMarginValueError
 from ._interop import namespace
-from ._xp import shape_str
+from ._xp import device, shape_str
 
 __all__ = ["precision_at_k"]
 
@@ -72,7 +70,7 @@ def precision_at_k(scores: Array, labels: Array, k: int) -> Array:
     hits = xp.take_along_axis(labels != 0, order, axis=1)
     per_row = xp.sum(xp.astype(hits, scores.dtype), axis=1) / k
     nan_row = xp.any(xp.isnan(scores), axis=1)
-    nan = xp.asarray(xp.nan, dtype=scores.dtype, device=_device(scores))
+    nan = xp.asarray(xp.nan, dtype=scores.dtype, device=device(scores))
     per_row = xp.where(nan_row, nan, per_row)
     if n == 0:
         return nan

@@ -132,6 +132,21 @@ class _HostLoss(torch.autograd.Function):
         return _scaled(g1, grad_out), _scaled(g2, grad_out), None, None
 
 
+def value_or_node(
+    run: Callable[[], tuple[torch.Tensor, Any, Any]],
+    generic: Callable[[Any, Any], torch.Tensor],
+    x: torch.Tensor,
+    autograd: bool,
+    want: bool,
+) -> tuple[torch.Tensor, tuple]:
+    """(loss, grads) of a loss of one score argument: ``run()`` at once where no autograd node
+    is needed (its gradient returned when ``want``), else the loss as one autograd node."""
+    if not autograd:
+        out, grad, _ = run()
+        return out, ((grad,) if want else ())
+    return apply(run, generic, x), ()
+
+
 def apply(
     run: Callable[[], tuple[torch.Tensor, Any, Any]],
     generic: Callable[[Any, Any], torch.Tensor],

@@ -323,11 +323,16 @@ def _automatic(x: Any) -> str:
     return name
 
 
+def _nothing_requested(backend: str | None) -> bool:
+    """No backend named on the call, by :func:`use_backend` or in the environment."""
+    return backend is None and _SCOPED.get() is None and _ENV_KEY not in _ENV_DATA
+
+
 def numba_serves(backend: str | None, x: Any) -> bool:
     """Whether the numba backend computes the hinge for ``x``, a torch CPU tensor (the torch
     fast path's question, answered from the cache of automatic choices when nothing is
     requested); a bad explicit request raises as in :func:`resolve`."""
-    if backend is None and _SCOPED.get() is None and _ENV_KEY not in _ENV_DATA:
+    if _nothing_requested(backend):
         name = _AUTO_CACHE.get((type(x), "cpu"))
         return (name or _automatic(x)) == "numba"
     if backend == "numba" and _REGISTRY["numba"].reason(x) is None:
@@ -351,7 +356,7 @@ def choice(backend: str | None) -> tuple[str | None, str]:
 def resolve(backend: str | None, x: Any, fn: str = "multilabel_margin_loss") -> Backend:
     """The backend for scores ``x``, honouring ``backend``, :func:`use_backend` and
     ``XMARGIN_BACKEND`` in that order, else automatic dispatch."""
-    if backend is None and _SCOPED.get() is None and _ENV_KEY not in _ENV_DATA:
+    if _nothing_requested(backend):
         return _REGISTRY[_automatic(x)]  # the common case, without building a message
     name, source = choice(backend)
     if name is None:

@@ -24,6 +24,7 @@ processes load it in a fraction of a second.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from types import ModuleType
@@ -211,18 +212,10 @@ def hinge(
     )
 
 
-_STATUS: list[str | None] = []
-
-
+@functools.cache
 def status() -> str | None:
     """None when Numba imports here, else why not (dispatch then falls back to reference).
     Found once per process (a package lookup costs more than a small call)."""
-    if not _STATUS:
-        _STATUS.append(_status())
-    return _STATUS[0]
-
-
-def _status() -> str | None:
     if importlib.util.find_spec("numba") is None:
         return "numba is not installed (pip install numba); using reference instead"
     try:

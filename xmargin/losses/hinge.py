@@ -234,15 +234,11 @@ def _hinge_embedding_fast(
         kernel(loss_np.reshape(-1), None if grad_np is None else grad_np.reshape(-1))
         return te.reduce(loss, red), grad, None
 
-    if not autograd:
-        out, grad, _ = run()
-        return out, ((grad,) if want else ())
-
     def generic(a: Any, _: Any) -> Any:  # for a second derivative; values checked already
         with options(check_values=False):
             return _hinge_embedding_loss(a, target, margin, reduction=red, fast=False)[0]
 
-    return te.apply(run, generic, input), ()
+    return te.value_or_node(run, generic, input, autograd, want)
 
 
 def _margin_ranking_fast(

@@ -203,12 +203,8 @@ def _multi_margin_fast(
                          input=input)  # fmt: skip
         return loss, None if grad is None else grad.reshape(tuple(input.shape)), None
 
-    if not autograd:
-        out, grad, _ = run()
-        return out, ((grad,) if want else ())
-
     def generic(a: Any, _: Any) -> Any:  # for a second derivative; values checked already
         with options(check_values=False):
             return _multi_margin_loss(a, target, p, margin, weight, reduction=red, fast=False)[0]
 
-    return te.apply(run, generic, input), ()
+    return te.value_or_node(run, generic, input, autograd, want)

@@ -72,7 +72,13 @@ def multilabel_margin_loss(
     >>> round(float(xmargin.multilabel_margin_loss(x, np.array([[3, 0]]), margin=0.5, p=2)), 6)
     0.2525
     """
-    if weight is None and size_average is None and reduce is None and (is_torch(input)):
+    if (
+        weight is None
+        and (backend is None or backend == "numba")  # (others: the general path resolves)
+        and size_average is None
+        and reduce is None
+        and is_torch(input)
+    ):
         from ..adapters.torch import fast_multilabel_margin_loss
 
         out = fast_multilabel_margin_loss(input, target, reduction, margin, p, backend)

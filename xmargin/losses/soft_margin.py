@@ -244,15 +244,11 @@ def _soft_margin_fast(input: Array, target: Array, shape: tuple, red: str, want:
             _warn_01(fn)
         return te.reduce(loss, red), grad, None
 
-    if not autograd:
-        out, grad, _ = run()
-        return out, ((grad,) if want else ())
-
     def generic(a: Any, _: Any) -> Any:  # for a second derivative; values checked already
         with options(check_values=False):
             return _soft_margin_loss(a, target, reduction=red, fast=False)[0]
 
-    return te.apply(run, generic, input), ()
+    return te.value_or_node(run, generic, input, autograd, want)
 
 
 def _multilabel_soft_margin_fast(
@@ -316,12 +312,8 @@ def _multilabel_soft_margin_fast(
         kernel(loss_np.reshape(rows), None if grad_np is None else grad_np.reshape(rows, c))
         return te.reduce(loss, red), grad, None
 
-    if not autograd:
-        out, grad, _ = run()
-        return out, ((grad,) if want else ())
-
     def generic(a: Any, _: Any) -> Any:  # for a second derivative; values checked already
         with options(check_values=False):
             return _multilabel_soft_margin_loss(a, target, weight, reduction=red, fast=False)[0]
 
-    return te.apply(run, generic, input), ()
+    return te.value_or_node(run, generic, input, autograd, want)
