@@ -69,7 +69,10 @@ def machine_name(device: str = "cpu") -> str:
 # --------------------------------------------------------------------------------------------
 def git_commit(root: Path = ROOT) -> str:
     """The checkout's short commit hash, with "+dirty" when the tree has uncommitted changes;
-    "unknown" outside a git checkout (an installed copy) or without git."""
+    "unknown" outside a git checkout (an installed copy) or without git. ``$XMARGIN_GIT_COMMIT``
+    names it where the checkout travelled without its history (a lent GPU machine)."""
+    if os.environ.get("XMARGIN_GIT_COMMIT"):
+        return os.environ["XMARGIN_GIT_COMMIT"]
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=20)  # fmt: skip
