@@ -67,6 +67,9 @@ NUMPY_GOAL = 1.0
 # torch.compile lowers multilabel_margin_loss to an O(N·C²) computation: on the CPU only small
 # problems finish in reasonable time
 COMPILE_CPU_MAX_WORK = 3e8
+# on a GPU the same lowering materialises an (N, C, C) intermediate: 4096·4096·4096 float32 is
+# 256 GiB (seen on an H200, 2026-11-26: CUDA out of memory). Left out beyond 2e9 elements (8 GB)
+COMPILE_GPU_MAX_WORK = 2e9
 # the portable backend sorts (N, 2C) rows (array API, torch's threads; about 20 s per call at
 # (4096, 4096)): left out on the CPU from this many scores on
 PORTABLE_CPU_MAX_ELEMS = 1e7
@@ -308,7 +311,8 @@ def implementations(case: Case, device: str, backends: list[str], with_compile: 
         impls.append(_torch_impl(one_thread("torch"), eager, case, case.inputs, threads=1))
     work = case.N * case.C * case.C
     if with_compile and (
-        not cpu or case.loss != "multilabel_margin_loss" or work <= COMPILE_CPU_MAX_WORK
+        case.loss != "multilabel_margin_loss"
+        or work <= (COMPILE_CPU_MAX_WORK if cpu else COMPILE_GPU_MAX_WORK)
     ):
         # default threads only: Inductor's CPU code fixes its OpenMP thread count when it
         # compiles, so a one-thread row would need a second compilation

@@ -146,3 +146,13 @@ def assert_close(actual, expected, *, rtol: float, atol: float, what: str) -> No
             f"{tuple(int(i) for i in worst)}: actual {actual[worst]!r}, expected "
             f"{expected[worst]!r} (rtol={rtol}, atol={atol})"
         )
+
+
+def bitwise_equal(a, b) -> bool:
+    """Two torch tensors with the same bits (NaN equal to the same NaN, -0.0 unlike 0.0)."""
+    import torch
+
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool((a.reshape(-1).contiguous().view(torch.uint8)
+                 == b.reshape(-1).contiguous().view(torch.uint8)).all())  # fmt: skip
