@@ -8,9 +8,11 @@
 2. the GPU benchmark, ``python -m benchmarks --device cuda`` (torch CUDA eager, torch.compile,
    triton, cupy: ms, GB/s against the bytes that must move, the roofline model beside them)
    and ``python -m benchmarks.multilabel_hinge_gpu`` (% of the measured copy bandwidth),
-   writing ``benchmarks/results/<gpu>.{csv,md,png}``.
+   writing ``benchmarks/results/<gpu>.{csv,md,png}``;
+3. ``python -m benchmarks.gpu_profile``: per call, host wall time against the kernels' device
+   time (is a path host-bound?).
 
-Exit status 0 only when every GPU test passed and both benchmarks ran. Without a CUDA device it
+Exit status 0 only when every GPU test passed and the three benchmarks ran. Without a CUDA device it
 says so and exits with status 2 (nothing here is skipped silently).
 """
 
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = [py, "-m", "benchmarks.multilabel_hinge_gpu"]
     if args.quick:
         gpu += ["--shapes", "4096,4096,64", "4096,32768,16"]
-    for cmd in (bench, gpu):
+    for cmd in (bench, gpu, [py, "-m", "benchmarks.gpu_profile"]):
         status = _run(cmd, env) or status
     return status
 
