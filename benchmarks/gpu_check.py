@@ -12,8 +12,8 @@
 3. ``python -m benchmarks.gpu_profile``: per call, host wall time against the kernels' device
    time (is a path host-bound?).
 
-Exit status 0 only when every GPU test passed and the three benchmarks ran. Without a CUDA device it
-says so and exits with status 2 (nothing here is skipped silently).
+Exit status 0 only when every GPU test passed and the three benchmarks ran. Without a CUDA
+device it says so and exits with status 2 (nothing here is skipped silently).
 """
 
 from __future__ import annotations

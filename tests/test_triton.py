@@ -345,9 +345,18 @@ def test_grad_scale_inside_the_kernel(device):
     assert_close(scaled.cpu(), (grad * scale[:, None]).cpu(), rtol=1e-12, atol=1e-12, what="scaled")
 
 
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
-def test_autograd_recomputes_in_backward(device, monkeypatch):
-    """GPU backends: a loss-only forward, then one scaled gradient pass in backward."""
+def test_autograd_gradient_in_forward_or_recomputed(device, recompute, monkeypatch):
+    """The GPU backends form the gradient in forward when autograd needs it (one kernel pass,
+    the reduction's scale folded in) and backward only scales it; a loss-only forward when
+    nothing needs it. A backend flagged ``grad_in_backward`` (a memory-bound kernel) runs a
+    loss-only forward and one scaled gradient pass in backward. Both give the reference's
+    gradient."""
+    import dataclasses
+
+    from xmargin.backends import _registry
+
     calls = []
     real = tb.hinge
 
@@ -356,15 +365,22 @@ def test_autograd_recomputes_in_backward(device, monkeypatch):
         return real(x, t, **kw)
 
     monkeypatch.setattr(tb, "hinge", spy)
+    if recompute:
+        flagged = dataclasses.replace(_registry._REGISTRY["triton"], grad_in_backward=True)
+        monkeypatch.setitem(_registry._REGISTRY, "triton", flagged)
     x = torch.randn(3, 9, dtype=torch.float64, device=device, requires_grad=True)
     t = torch.tensor([[0, 4, -1], [8, 8, 1], [-1, 0, 0]], device=device)
+    with torch.no_grad():
+        xmargin.multilabel_margin_loss(x, t, backend="triton")
+    assert calls == [(False, False)]  # nothing needs a gradient
+    calls.clear()
     loss = xmargin.multilabel_margin_loss(x, t, backend="triton")
-    assert calls == [(False, False)]
-    loss.backward()
-    assert calls == [(False, False), (True, True)]
+    assert calls == ([(False, False)] if recompute else [(True, True)])
+    (loss * 3.0).backward()
+    assert calls == ([(False, False), (True, True)] if recompute else [(True, True)])
     x2 = x.detach().cpu().requires_grad_()  # the reference runs on the CPU
-    xmargin.multilabel_margin_loss(x2, t.cpu(), backend="reference").backward()
-    assert_close(x.grad.cpu(), x2.grad.cpu(), rtol=1e-12, atol=1e-12, what="recomputed grad")
+    (xmargin.multilabel_margin_loss(x2, t.cpu(), backend="reference") * 3.0).backward()
+    assert_close(x.grad.cpu(), x2.grad.cpu(), rtol=1e-12, atol=1e-12, what="gradient")
 
 
 TOOLS = Path(__file__).parent / "tools"

@@ -8,19 +8,13 @@ from typing import Any
 
 from ._errors import XMarginTypeError, XMarginValueError
 from ._xp import detach
-from .losses import hinge, multi_margin, multilabel_margin, soft_margin
+from .losses._public import LOSSES
 
 __all__ = ["value_and_grad"]
 
-# public function -> (implementation returning (loss, grads), positions of score arguments)
-_IMPLS: dict[Callable[..., Any], tuple[Callable[..., Any], tuple[int, ...]]] = {
-    soft_margin.soft_margin_loss: (soft_margin._soft_margin_loss, (0,)),
-    soft_margin.multilabel_soft_margin_loss: (soft_margin._multilabel_soft_margin_loss, (0,)),
-    multi_margin.multi_margin_loss: (multi_margin._multi_margin_loss, (0,)),
-    multilabel_margin.multilabel_margin_loss: (multilabel_margin._multilabel_margin_loss, (0,)),
-    hinge.hinge_embedding_loss: (hinge._hinge_embedding_loss, (0,)),
-    hinge.margin_ranking_loss: (hinge._margin_ranking_loss, (0, 1)),
-}
+# public function -> (implementation returning (loss, grads), positions of score arguments):
+# filled by each loss's definition (xmargin/losses/_public.py)
+_IMPLS = LOSSES
 
 
 def value_and_grad(
@@ -50,12 +44,13 @@ def value_and_grad(
     """
     bound_options: dict[str, Any] = {}
     functional = fn
-    if hasattr(fn, "_functional") and hasattr(fn, "_options"):  # a loss object
-        functional, bound_options = fn._functional, dict(fn._options)
+    spec = getattr(type(fn), "_spec", None)
+    if spec is not None and hasattr(fn, "_options"):  # a loss object (xmargin.modules)
+        functional, bound_options = spec.functional, dict(fn._options)
     if functional not in _IMPLS:
         raise XMarginTypeError(
             "value_and_grad: argument 'fn' must be one of the xmargin losses "
-            f"({', '.join(f.__name__ for f in _IMPLS)}) or a loss object, got {fn!r}"
+            f"({', '.join(sorted(f.__name__ for f in _IMPLS))}) or a loss object, got {fn!r}"
         )
     impl, score_args = _IMPLS[functional]
     single = isinstance(argnums, int) and not isinstance(argnums, bool)

@@ -1,6 +1,7 @@
 """Interop, in one place: what an array is (framework, device), conversions between
-frameworks' host arrays (zero-copy through DLPack or the frameworks' own views), the byte order
-NumPy kernels need, and the accumulation dtype of a computation.
+frameworks' arrays (zero-copy through DLPack or the frameworks' own views: NumPy views of host
+arrays, torch views of CuPy arrays), the byte order NumPy kernels need, and the accumulation
+dtype of a computation (the loss layer's and every GPU launcher's).
 
 Detection never imports a framework: a framework the caller has not imported cannot have
 produced the array (``xmargin._loaded``). array-api-compat's ``is_*_array`` serve where their
@@ -109,6 +110,16 @@ def from_numpy_like(arr: np.ndarray, like: Any) -> Any:
 
         return torch.from_numpy(arr)
     return array_namespace(like).from_dlpack(arr)
+
+
+def as_torch(a: Any) -> Any:
+    """A torch tensor as it is; a CuPy array (any DLPack producer) as a zero-copy torch view
+    on its device."""
+    if is_torch(a):
+        return a
+    import torch
+
+    return torch.from_dlpack(a)
 
 
 def on_host_arrays(hinge_numpy: Any, x: Any, t: Any, **kw: Any) -> tuple[Any, Any | None]:

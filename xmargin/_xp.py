@@ -389,41 +389,65 @@ def numel(shape: tuple[int, ...]) -> int:
 # --------------------------------------------------------------------------------------------
 # reductions
 # --------------------------------------------------------------------------------------------
-def mean(xp: Namespace, a: Array, axis: int | None = None) -> Array:
-    """The mean of ``a`` (over ``axis``, or all of it), NaN for zero elements, and finite
-    whenever the true mean is: where the plain sum overflows (1.7e308 + 1.7e308 in float64,
-    3e38 + 3e38 in float32) the values are divided first. Otherwise it is PyTorch's
-    ``sum / count``, bit for bit. No host sync (both sums are formed; ``where`` picks)."""
-    count = numel(tuple(a.shape)) if axis is None else a.shape[axis]
-    if type(a).__module__.split(".")[0] == "numpy":
+def apply_reduction(
+    xp: Namespace, loss: Array, reduction: str, *, divisor: int = 1, eager: bool = False
+) -> Array:
+    """PyTorch's reduction of ``loss`` over all its elements: the one place the rule is written
+    (the row-wise losses' 1/C and the compiled fast paths' reductions call it too).
+
+    ``"none"``: ``loss``; ``"sum"``: its sum (0 for no elements); ``"mean"``: :func:`mean`, NaN
+    for no elements (PyTorch CPU returns uninitialised memory for some losses) and finite
+    wherever the true mean is. ``divisor`` (C for the row-wise losses) divides the result. The
+    result stays connected to autograd graphs.
+
+    ``eager``: ``loss`` is an eager NumPy array or CPU tensor whose values may be read (the
+    compiled fast paths): array methods only, ``xp`` unused (None), a mean's overflow handled
+    by a branch on the sum's value.
+    """
+    if reduction == "none":
+        return loss if divisor == 1 else loss / divisor
+    if reduction == "sum":
+        total = loss.sum() if eager else xp.sum(loss)
+        return total if divisor == 1 else total / divisor
+    if eager:  # (the compiled fast paths: one call fewer)
+        return _mean(xp, loss, None, divisor, True)
+    return mean(xp, loss, divisor=divisor)
+
+
+def mean(
+    xp: Namespace, a: Array, axis: int | None = None, *, divisor: int = 1, eager: bool = False
+) -> Array:
+    """The mean of ``a`` (over ``axis``, or all of it) divided by ``divisor``, NaN for zero
+    elements, and finite whenever the true mean is: where the plain sum overflows (1.7e308 +
+    1.7e308 in float64, 3e38 + 3e38 in float32) the values are divided first. Otherwise it is
+    PyTorch's ``sum / count``, bit for bit.
+
+    Where values may be read (``eager``, or a NumPy array over all its elements) that is one
+    sum and a branch, ``sum / (count · divisor)``; elsewhere (no host sync) both sums are
+    formed, ``where`` picks, and the mean is then divided by ``divisor``.
+    """
+    if not eager and type(a).__module__.split(".")[0] == "numpy":
         import numpy as np
 
         with np.errstate(over="ignore"):  # the overflowing sum is the one not taken
-            total = np.sum(a, axis=axis)
-            if not count:
-                return total * math.nan
-            if axis is None and not math.isinf(total):  # eager NumPy: a branch costs nothing
-                return total / count
-            return np.where(np.isinf(total), np.sum(a / count, axis=axis), total / count)
-    total = xp.sum(a, axis=axis)
+            return _mean(np, a, axis, divisor, eager=axis is None)
+    return _mean(xp, a, axis, divisor, eager)
+
+
+def _mean(xp: Namespace, a: Array, axis: int | None, divisor: int, eager: bool) -> Array:
+    count = math.prod(a.shape) if axis is None else a.shape[axis]
+    total = a.sum() if eager else xp.sum(a, axis=axis)
     if not count:
         return total * math.nan
-    scaled = xp.sum(a / count, axis=axis)
-    return xp.where(xp.isinf(total) & xp.isfinite(scaled), scaled, total / count)
-
-
-def apply_reduction(xp: Namespace, loss: Array, reduction: str) -> Array:
-    """Apply a reduction over all elements of ``loss`` (PyTorch's rule).
-
-    The mean of zero elements is NaN and their sum 0 (PyTorch CPU returns uninitialised memory
-    for some losses); a mean is finite wherever the true mean is (:func:`mean`); the result
-    stays connected to autograd graphs either way.
-    """
-    if reduction == "none":
-        return loss
-    if reduction == "sum":
-        return xp.sum(loss)
-    return mean(xp, loss)
+    if eager:
+        if not math.isinf(total):
+            return total / (count * divisor)
+        scaled = (a / count).sum()
+        out = scaled if math.isfinite(scaled) else total / count
+    else:
+        scaled = xp.sum(a / count, axis=axis)
+        out = xp.where(xp.isinf(total) & xp.isfinite(scaled), scaled, total / count)
+    return out if divisor == 1 else out / divisor
 
 
 def reduction_scale(reduction: str, count: int) -> float:

@@ -36,6 +36,7 @@ Select the Keras backend before Keras is first imported (``KERAS_BACKEND=torch``
 
 from __future__ import annotations
 
+from inspect import Parameter
 from typing import Any
 
 try:
@@ -47,21 +48,23 @@ except ImportError as exc:  # Keras without a usable backend raises here too
         f"KERAS_BACKEND=torch or KERAS_BACKEND=jax before keras is imported): {exc}"
     ) from exc
 
-from . import losses as _f
+from . import _specs
 from ._errors import XMarginTypeError, XMarginValueError
-from ._xp import check_p, check_real
-from .backends import check_backend_name
 
-__all__ = [
-    "HingeEmbeddingLoss",
-    "MarginRankingLoss",
-    "MultiLabelMarginLoss",
-    "MultiLabelSoftMarginLoss",
-    "MultiMarginLoss",
-    "SoftMarginLoss",
-]
+__all__ = list(_specs.NAMES)
 
 SUPPORTED_BACKENDS = ("torch", "jax")
+# Keras' own constructor arguments, after the loss's options
+_KERAS = tuple(
+    Parameter(name, Parameter.KEYWORD_ONLY, default=default)
+    for name, default in (("reduction", "sum_over_batch_size"), ("name", None), ("dtype", None))
+)
+
+
+def _options(spec: _specs.LossSpec) -> tuple[str, ...]:
+    """The options a Keras loss keeps: the functional's but PyTorch's reductions (Keras has
+    its own ``reduction``)."""
+    return tuple(name for name in spec.options if name != "reduction")
 
 
 def _reduce(losses: Any, sample_weight: Any, reduction: Any, dtype: Any) -> Any:
@@ -74,14 +77,25 @@ def _reduce(losses: Any, sample_weight: Any, reduction: Any, dtype: Any) -> Any:
     )
 
 
-class _Loss(keras.losses.Loss):
-    """Base: checks the Keras backend, stores the options and serialises them."""
+def _per_sample(elementwise: Any) -> Any:
+    """An element-wise loss as one value per sample: the mean over the last axis (Keras'
+    convention), unless the values are one per sample already (1-D)."""
+    return elementwise if len(elementwise.shape) <= 1 else ops.mean(elementwise, axis=-1)
 
-    _options: tuple[str, ...] = ()
-    _default_name = ""
 
-    def __init__(self, *, reduction: Any = "sum_over_batch_size", name: str | None = None,
-                 dtype: Any = None):  # fmt: skip
+class _Loss(_specs.FromSpec, keras.losses.Loss):
+    """Base, built from the specs: checks the Keras backend; takes the functional's options
+    but PyTorch's reductions (positional or keyword), then Keras' keyword-only ``reduction``,
+    ``name`` and ``dtype``; stores and serialises them; keeps the dtype of class indices."""
+
+    @classmethod
+    def _init_parameters(cls, spec: _specs.LossSpec) -> list[Parameter]:
+        kept = _options(spec)
+        options = [p.replace(kind=Parameter.POSITIONAL_OR_KEYWORD)
+                   for p in spec.parameters if p.name in kept]  # fmt: skip
+        return [*options, *_KERAS]
+
+    def _setup(self, arguments: dict[str, Any]) -> None:
         backend = keras.backend.backend()
         if backend not in SUPPORTED_BACKENDS:
             raise XMarginTypeError(
@@ -89,30 +103,40 @@ class _Loss(keras.losses.Loss):
                 f"supported; xmargin's losses run on Keras' {' and '.join(SUPPORTED_BACKENDS)} "
                 "backends (set KERAS_BACKEND before keras is imported)"
             )
-        super().__init__(name=name or self._default_name, reduction=reduction, dtype=dtype)
-
-    def _weight_tensor(self) -> Any:
-        weight = getattr(self, "weight", None)
-        return None if weight is None else ops.convert_to_tensor(weight, dtype=self.dtype)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        for key in self._options:
-            value = getattr(self, key)
-            if key == "weight" and value is not None:
-                value = [float(v) for v in ops.convert_to_numpy(value).reshape(-1)]
-            config[key] = value
-        return config
-
-
-class _IndexTargetLoss(_Loss):
-    """A loss whose ``y_true`` holds class indices: passed on in its integer dtype."""
+        own = {p.name: arguments.pop(p.name) for p in _KERAS}
+        own["name"] = own["name"] or self._spec.functional.__name__
+        super().__init__(**own)
+        for key, value in self._spec.checked(type(self).__name__, arguments).items():
+            setattr(self, key, value)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        if not self._spec.index_targets:
+            return super().__call__(y_true, y_pred, sample_weight)
+        # class indices passed on in their integer dtype (Keras would cast them to float)
         with keras.name_scope(self.name):
             y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
             y_true = ops.convert_to_tensor(y_true)
             return _reduce(self.call(y_true, y_pred), sample_weight, self.reduction, self.dtype)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        values = self._spec.functional(y_pred, y_true, **self._call_options(), reduction="none")
+        return _per_sample(values) if self._spec.elementwise else values
+
+    def _call_options(self) -> dict[str, Any]:
+        options = {key: getattr(self, key) for key in _options(self._spec)}
+        for key in _specs.ARRAYS:
+            if options.get(key) is not None:
+                options[key] = ops.convert_to_tensor(options[key], dtype=self.dtype)
+        return options
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        for key in _options(self._spec):
+            value = getattr(self, key)
+            if key in _specs.ARRAYS and value is not None:
+                value = [float(v) for v in ops.convert_to_numpy(value).reshape(-1)]
+            config[key] = value
+        return config
 
 
 def _serializable(cls: type) -> type:
@@ -120,117 +144,40 @@ def _serializable(cls: type) -> type:
 
 
 @_serializable
-class MultiLabelMarginLoss(_IndexTargetLoss):
+class MultiLabelMarginLoss(_Loss, spec=_specs.SPEC["MultiLabelMarginLoss"]):
     """:func:`xmargin.multilabel_margin_loss` per sample: ``y_true`` (N, K) class indices
     padded with -1, ``y_pred`` (N, C) scores; ``margin``, ``p``, ``weight`` (C,) and
     ``backend`` as in the functional form."""
 
-    _options = ("margin", "p", "weight", "backend")
-    _default_name = "multilabel_margin_loss"
-
-    def __init__(self, margin: float = 1.0, p: int = 1, weight: Any = None,
-                 backend: str | None = None, **kwargs: Any):  # fmt: skip
-        super().__init__(**kwargs)
-        name = type(self).__name__
-        check_backend_name(name, backend)
-        self.margin = check_real(name, "margin", margin)
-        self.p = check_p(name, p)
-        self.weight = weight
-        self.backend = backend
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return _f.multilabel_margin_loss(
-            y_pred, y_true, reduction="none", margin=self.margin, p=self.p,
-            weight=self._weight_tensor(), backend=self.backend,
-        )  # fmt: skip
-
 
 @_serializable
-class MultiMarginLoss(_IndexTargetLoss):
+class MultiMarginLoss(_Loss, spec=_specs.SPEC["MultiMarginLoss"]):
     """:func:`xmargin.multi_margin_loss` per sample: ``y_true`` (N,) class indices, ``y_pred``
     (N, C) scores."""
 
-    _options = ("p", "margin", "weight")
-    _default_name = "multi_margin_loss"
-
-    def __init__(self, p: int = 1, margin: float = 1.0, weight: Any = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        name = type(self).__name__
-        self.p = check_p(name, p)
-        self.margin = check_real(name, "margin", margin)
-        self.weight = weight
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return _f.multi_margin_loss(
-            y_pred, y_true, p=self.p, margin=self.margin, weight=self._weight_tensor(),
-            reduction="none",
-        )  # fmt: skip
-
 
 @_serializable
-class MultiLabelSoftMarginLoss(_Loss):
+class MultiLabelSoftMarginLoss(_Loss, spec=_specs.SPEC["MultiLabelSoftMarginLoss"]):
     """:func:`xmargin.multilabel_soft_margin_loss` per sample: ``y_true`` (N, C) of 0/1,
     ``y_pred`` (N, C) logits."""
 
-    _options = ("weight",)
-    _default_name = "multilabel_soft_margin_loss"
-
-    def __init__(self, weight: Any = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.weight = weight
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return _f.multilabel_soft_margin_loss(
-            y_pred, y_true, weight=self._weight_tensor(), reduction="none"
-        )
-
-
-def _per_sample(elementwise: Any) -> Any:
-    """An element-wise loss as one value per sample: the mean over the last axis (Keras'
-    convention), unless the values are one per sample already (1-D)."""
-    return elementwise if len(elementwise.shape) <= 1 else ops.mean(elementwise, axis=-1)
-
 
 @_serializable
-class SoftMarginLoss(_Loss):
+class SoftMarginLoss(_Loss, spec=_specs.SPEC["SoftMarginLoss"]):
     """:func:`xmargin.soft_margin_loss`, averaged over the last axis per sample: ``y_true``
     of 1/-1, ``y_pred`` the scores."""
 
-    _default_name = "soft_margin_loss"
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return _per_sample(_f.soft_margin_loss(y_pred, y_true, reduction="none"))
-
 
 @_serializable
-class HingeEmbeddingLoss(_Loss):
+class HingeEmbeddingLoss(_Loss, spec=_specs.SPEC["HingeEmbeddingLoss"]):
     """:func:`xmargin.hinge_embedding_loss`, averaged over the last axis per sample:
     ``y_true`` of 1/-1, ``y_pred`` the distances."""
 
-    _options = ("margin",)
-    _default_name = "hinge_embedding_loss"
-
-    def __init__(self, margin: float = 1.0, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.margin = check_real(type(self).__name__, "margin", margin)
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return _per_sample(
-            _f.hinge_embedding_loss(y_pred, y_true, margin=self.margin, reduction="none")
-        )
-
 
 @_serializable
-class MarginRankingLoss(_Loss):
+class MarginRankingLoss(_Loss, spec=_specs.SPEC["MarginRankingLoss"]):
     """:func:`xmargin.margin_ranking_loss` per pair: ``y_pred`` (..., 2) holds the two scores
     of each pair, ``y_true`` (...) 1 where the first should rank higher, -1 where the second."""
-
-    _options = ("margin",)
-    _default_name = "margin_ranking_loss"
-
-    def __init__(self, margin: float = 0.0, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.margin = check_real(type(self).__name__, "margin", margin)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         if len(y_pred.shape) == 0 or y_pred.shape[-1] != 2:
@@ -238,6 +185,6 @@ class MarginRankingLoss(_Loss):
                 f"xmargin.keras.{type(self).__name__}: argument 'y_pred' must have shape "
                 f"(..., 2) (the two scores of each pair), got {tuple(y_pred.shape)}"
             )
-        return _f.margin_ranking_loss(
-            y_pred[..., 0], y_pred[..., 1], y_true, margin=self.margin, reduction="none"
+        return self._spec.functional(
+            y_pred[..., 0], y_pred[..., 1], y_true, **self._call_options(), reduction="none"
         )

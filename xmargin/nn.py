@@ -34,118 +34,60 @@ from typing import Any
 
 import torch
 
-from . import losses as _f
-from ._xp import check_p, check_real, resolve_reduction
-from .backends import check_backend_name
+from . import _specs
 
-__all__ = [
-    "HingeEmbeddingLoss",
-    "MarginRankingLoss",
-    "MultiLabelMarginLoss",
-    "MultiLabelSoftMarginLoss",
-    "MultiMarginLoss",
-    "SoftMarginLoss",
-]
+__all__ = list(_specs.NAMES)
 
 
-class _Loss(torch.nn.Module):
-    """Base of the losses: ``reduction`` (PyTorch's legacy ``size_average``/``reduce`` mapped
-    to it with PyTorch's warning) and the options shown by ``extra_repr``."""
+class _Loss(_specs.FromSpec, torch.nn.Module):
+    """Base of the losses, built from their specs: the options as attributes (``reduction``
+    with PyTorch's legacy ``size_average``/``reduce`` mapped to it with PyTorch's warning),
+    the arrays (``weight``) as buffers, the options but arrays shown by ``extra_repr``."""
 
-    _shown: tuple[str, ...] = ("reduction",)
+    # the options' types, for type checkers (each loss has some of them)
     reduction: str
+    margin: float
+    p: int
+    weight: torch.Tensor | None
+    backend: str | None
 
-    def __init__(self, size_average: Any = None, reduce: Any = None, reduction: str = "mean"):
+    def _setup(self, arguments: dict[str, Any]) -> None:
         super().__init__()
-        self.reduction = resolve_reduction(type(self).__name__, size_average, reduce, reduction)
+        for key, value in self._spec.checked(type(self).__name__, arguments).items():
+            if key in _specs.ARRAYS:
+                if value is not None and not isinstance(value, torch.Tensor):
+                    value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+                self.register_buffer(key, value)
+            else:
+                setattr(self, key, value)
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        options = {key: getattr(self, key) for key in self._spec.options}
+        return self._spec.functional(*inputs.values(), **options)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{name}={getattr(self, name)!r}" for name in self._shown)
+        shown = [key for key in self._spec.options if key not in _specs.ARRAYS]
+        return ", ".join(f"{key}={getattr(self, key)!r}" for key in shown)
 
 
-class _WeightedLoss(_Loss):
-    """A loss with a per-class ``weight`` buffer (None when not given)."""
-
-    weight: torch.Tensor | None
-
-    def __init__(
-        self,
-        weight: Any = None,
-        size_average: Any = None,
-        reduce: Any = None,
-        reduction: str = "mean",
-    ):
-        super().__init__(size_average, reduce, reduction)
-        if weight is not None and not isinstance(weight, torch.Tensor):
-            weight = torch.as_tensor(weight, dtype=torch.get_default_dtype())
-        self.register_buffer("weight", weight)
-
-
-class SoftMarginLoss(_Loss):
+class SoftMarginLoss(_Loss, spec=_specs.SPEC["SoftMarginLoss"]):
     """:func:`xmargin.soft_margin_loss` as a module (``torch.nn.SoftMarginLoss``)."""
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _f.soft_margin_loss(input, target, reduction=self.reduction)
 
-
-class MultiLabelSoftMarginLoss(_WeightedLoss):
+class MultiLabelSoftMarginLoss(_Loss, spec=_specs.SPEC["MultiLabelSoftMarginLoss"]):
     """:func:`xmargin.multilabel_soft_margin_loss` as a module
     (``torch.nn.MultiLabelSoftMarginLoss``); ``weight`` is a buffer."""
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _f.multilabel_soft_margin_loss(
-            input, target, weight=self.weight, reduction=self.reduction
-        )
 
-
-class MultiMarginLoss(_WeightedLoss):
+class MultiMarginLoss(_Loss, spec=_specs.SPEC["MultiMarginLoss"]):
     """:func:`xmargin.multi_margin_loss` as a module (``torch.nn.MultiMarginLoss``);
     ``weight`` is a buffer."""
 
-    _shown = ("p", "margin", "reduction")
 
-    def __init__(
-        self,
-        p: int = 1,
-        margin: float = 1.0,
-        weight: Any = None,
-        size_average: Any = None,
-        reduce: Any = None,
-        reduction: str = "mean",
-    ):
-        super().__init__(weight, size_average, reduce, reduction)
-        self.p = check_p(type(self).__name__, p)
-        self.margin = check_real(type(self).__name__, "margin", margin)
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _f.multi_margin_loss(
-            input, target, p=self.p, margin=self.margin, weight=self.weight,
-            reduction=self.reduction,
-        )  # fmt: skip
-
-
-class MultiLabelMarginLoss(_WeightedLoss):
+class MultiLabelMarginLoss(_Loss, spec=_specs.SPEC["MultiLabelMarginLoss"]):
     """:func:`xmargin.multilabel_margin_loss` as a module (``torch.nn.MultiLabelMarginLoss``,
     plus xmargin's keyword-only ``margin``, ``p``, ``weight`` (a buffer: the weight of each
     class as a positive) and ``backend``)."""
-
-    def __init__(
-        self,
-        size_average: Any = None,
-        reduce: Any = None,
-        reduction: str = "mean",
-        *,
-        margin: float = 1.0,
-        p: int = 1,
-        weight: Any = None,
-        backend: str | None = None,
-    ):
-        super().__init__(weight, size_average, reduce, reduction)
-        name = type(self).__name__
-        check_backend_name(name, backend)
-        self.margin = check_real(name, "margin", margin)
-        self.p = check_p(name, p)
-        self.backend = backend
 
     def extra_repr(self) -> str:
         # PyTorch's own options always, xmargin's where they differ from PyTorch's behaviour
@@ -156,51 +98,11 @@ class MultiLabelMarginLoss(_WeightedLoss):
             parts.append(f"backend={self.backend!r}")
         return ", ".join(parts)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _f.multilabel_margin_loss(
-            input, target, reduction=self.reduction, margin=self.margin, p=self.p,
-            weight=self.weight, backend=self.backend,
-        )  # fmt: skip
 
-
-class HingeEmbeddingLoss(_Loss):
+class HingeEmbeddingLoss(_Loss, spec=_specs.SPEC["HingeEmbeddingLoss"]):
     """:func:`xmargin.hinge_embedding_loss` as a module (``torch.nn.HingeEmbeddingLoss``)."""
 
-    _shown = ("margin", "reduction")
 
-    def __init__(
-        self,
-        margin: float = 1.0,
-        size_average: Any = None,
-        reduce: Any = None,
-        reduction: str = "mean",
-    ):
-        super().__init__(size_average, reduce, reduction)
-        self.margin = check_real(type(self).__name__, "margin", margin)
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _f.hinge_embedding_loss(input, target, margin=self.margin, reduction=self.reduction)
-
-
-class MarginRankingLoss(_Loss):
+class MarginRankingLoss(_Loss, spec=_specs.SPEC["MarginRankingLoss"]):
     """:func:`xmargin.margin_ranking_loss` as a module (``torch.nn.MarginRankingLoss``); call
     as ``loss(input1, input2, target)``."""
-
-    _shown = ("margin", "reduction")
-
-    def __init__(
-        self,
-        margin: float = 0.0,
-        size_average: Any = None,
-        reduce: Any = None,
-        reduction: str = "mean",
-    ):
-        super().__init__(size_average, reduce, reduction)
-        self.margin = check_real(type(self).__name__, "margin", margin)
-
-    def forward(
-        self, input1: torch.Tensor, input2: torch.Tensor, target: torch.Tensor
-    ) -> torch.Tensor:
-        return _f.margin_ranking_loss(
-            input1, input2, target, margin=self.margin, reduction=self.reduction
-        )

@@ -14,13 +14,15 @@ Under ``torch.compile`` the hinge is the op ``xmargin::pairwise_hinge`` instead 
 
 Two ways to get the gradient, chosen per backend (``Backend.grad_in_backward``):
 
-* CPU backends compute it in the same pass as the loss when autograd will need it, and
-  backward only scales it by ``grad_output`` (compute is what costs there);
-* GPU backends are bound by memory traffic: forward reads the scores once for the loss, and
-  backward runs the kernel again with ``grad_output`` as a per-row factor, reading the scores
-  and writing the gradient once (three passes over N·C instead of four). Inside torch.func
-  transforms the gradient is always formed in forward (backward must stay torch operations
-  that vmap can batch).
+* the built-in backends (CPU and GPU) compute it in the same pass as the loss when autograd
+  will need it, and backward only scales it by ``grad_output`` (one element-wise pass): their
+  cost is per-row work (sorting, searching), not bytes, so a second kernel pass would cost
+  more than the scaling (measured on an H200: docs/gpu-notes.md);
+* a backend whose kernel is bound by memory traffic may set ``grad_in_backward``: forward
+  reads the scores once for the loss, and backward runs the kernel again with
+  ``grad_output`` as a per-row factor, reading the scores and writing the gradient once
+  (three passes over N·C instead of four). Inside torch.func transforms the gradient is
+  always formed in forward (backward must stay torch operations that vmap can batch).
 
 The gradient of a hinge is piecewise constant (p = 1) or its derivative is not provided
 (p = 2), so, as for PyTorch's own multilabel_margin_loss, there is no double backward: a
@@ -29,7 +31,6 @@ second differentiation raises instead of returning a zero Hessian.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ import torch
 
 from .._errors import XMarginTypeError
 from .._interop import compute_dtype
+from .._xp import apply_reduction
 from ..backends._registry import numba_serves as _numba_serves
 
 Core = Callable[..., tuple[Any, Any]]
@@ -85,45 +87,24 @@ def run_backend(
 
 
 def _reduce_rows(loss_raw: torch.Tensor, c: int, reduction: str, matrix_out: bool, dtype):
-    """1/C and the reduction of raw loss rows (float32/64), in the output dtype."""
-    if reduction == "none":
-        out = loss_raw / c
-        out = out if matrix_out else out.reshape(())
-    elif reduction == "sum":
-        out = loss_raw.sum() / c
-    elif loss_raw.shape[0] == 0:
-        out = loss_raw.sum() * math.nan
-    elif dtype == torch.float64:  # float64 rows may overflow their sum; float32 ones cannot
-        from .._xp import mean
-
-        out = mean(torch, loss_raw) / c
-    else:
-        out = loss_raw.sum() / (loss_raw.shape[0] * c)
-    return out if out.dtype == dtype else out.to(dtype)
-
-
-def _reduce_rows_numpy(loss_raw: np.ndarray, c: int, reduction: str) -> Any:
-    """:func:`_reduce_rows` for the float64 rows of a NumPy kernel."""
-    if reduction == "none":
-        return loss_raw / c
-    total = loss_raw.sum()
-    if reduction == "sum":
-        return total / c
+    """1/C and the reduction of raw loss rows (float32/64), in the output dtype, without a host
+    sync (:func:`xmargin._xp.apply_reduction`; float32 rows cannot overflow their sum: a mean
+    of them is one sum)."""
     n = loss_raw.shape[0]
-    if n == 0:
-        return total * math.nan
-    if math.isinf(total):  # the sum overflowed (float64 rows near its maximum): divide first
-        with np.errstate(over="ignore"):
-            return (loss_raw / n).sum() / c
-    return total / (n * c)
+    if reduction == "mean" and n and dtype != torch.float64:
+        out = loss_raw.sum() / (n * c)
+    else:
+        out = apply_reduction(torch, loss_raw, reduction, divisor=c)
+        out = out if matrix_out or reduction != "none" else out.reshape(())
+    return out if out.dtype == dtype else out.to(dtype)
 
 
 class _HingeLoss(torch.autograd.Function):
     """Eager torch, no transform: the pairwise hinge of one backend and its reduction as one
     autograd node (the thin path). Forward runs the kernel with the gradient already scaled by
     the reduction's 1/C or 1/(N·C) (written once, in the kernel where it can); backward
-    multiplies by ``grad_output``. Memory-bound GPU backends (``recompute``) skip the gradient
-    in forward and run the kernel again in backward with the full per-row scale. An old-style
+    multiplies by ``grad_output``. A backend flagged ``grad_in_backward`` (``recompute``) skips
+    the gradient in forward and runs the kernel again in backward with the full per-row scale. An old-style
     Function: ``apply`` binds no signature (new-style ones inspect it on every call)."""
 
     @staticmethod
@@ -144,7 +125,9 @@ class _HingeLoss(torch.autograd.Function):
             )  # fmt: skip
             if want and not scales:
                 grad_np *= factor
-            out = torch.from_numpy(np.asarray(_reduce_rows_numpy(loss_np, c, reduction)))
+            out = torch.from_numpy(
+                np.asarray(apply_reduction(None, loss_np, reduction, divisor=c, eager=True))
+            )
             out = out if matrix_out or reduction != "none" else out.reshape(())
             out = out if out.dtype == dtype else out.to(dtype)
             grad = None if grad_np is None else torch.from_numpy(grad_np)
@@ -389,12 +372,11 @@ class _FastHingeLoss(torch.autograd.Function):
             ctx.grad, ctx.reduction, ctx.x, ctx.t = grad, reduction, x, t
             ctx.args = (margin, p, factor, launch)
             ctx.versions = (x._version, t._version)
+        value = apply_reduction(None, loss_np, reduction, divisor=c, eager=True)
         if reduction == "none":
-            value = loss_np / c
             out = torch.from_numpy(value).to(x.dtype)
             nan = bool(np.isnan(value).any())
         else:
-            value = _reduce_rows_numpy(loss_np, c, reduction)
             out = torch.from_numpy(np.array(value, dtype=_NP_SCORES[x.dtype]))
             nan = value != value
         if nan:  # a NaN score, or (the kernel contract) a target outside [-1, C)

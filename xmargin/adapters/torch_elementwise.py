@@ -20,7 +20,6 @@ new style never reach it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -76,24 +75,6 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, np.
 
 def from_numpy(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a)
-
-
-def reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    """``loss`` reduced as :func:`xmargin._xp.apply_reduction` does (torch's sum; a mean whose
-    sum overflows is taken again dividing first; NaN for no elements), read eagerly."""
-    if reduction == "none":
-        return loss
-    total = loss.sum()
-    if reduction == "sum":
-        return total
-    n = loss.numel()
-    if n == 0:
-        return total * math.nan
-    if math.isinf(total.item()):
-        scaled = (loss / n).sum()
-        if math.isfinite(scaled.item()):
-            return scaled
-    return total / n
 
 
 def _scaled(g: torch.Tensor | None, grad_out: torch.Tensor) -> torch.Tensor | None:

@@ -1,7 +1,8 @@
 """Host (CPU) plumbing of the compiled fast paths of the five losses other than the pairwise
 hinge: which arrays qualify, loading ``kernels/numba/<stem>.py``, C-contiguous NumPy views,
 splitting work across the shared thread pool. The per-loss fast paths themselves live with
-their losses (``xmargin/losses``), which import this module lazily.
+their losses (``xmargin/losses``), which import this module lazily. The pairwise hinge's CPU
+backends (``numba``, ``reference``) share the last two and the targets' integer dtype.
 """
 
 from __future__ import annotations
@@ -64,6 +65,21 @@ def host_array(a: Any, dtype: Any = None) -> Any:
 
     a = np.ascontiguousarray(a, dtype=dtype)
     return a if a.flags.writeable else a.copy()
+
+
+def integer_targets(t: Any, c: int, keep: tuple = ("int64",)) -> Any:
+    """Targets ``t`` of C classes as a NumPy array of a dtype in ``keep`` (the kernel's
+    integer dtypes): as they are, or as int64, unsigned 64-bit values first clamped to C (those
+    of 2**63 and above would wrap to negatives, which read as a row's end, instead of staying
+    invalid)."""
+    import numpy as np
+
+    t = np.asarray(t)
+    if t.dtype not in keep:
+        if t.dtype.kind == "u" and t.dtype.itemsize == 8:
+            t = np.minimum(t, np.uint64(c))
+        t = t.astype(np.int64)
+    return t
 
 
 def launch(task: Callable[[int, int], Any], n: int, block: int) -> list:

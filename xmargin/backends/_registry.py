@@ -53,7 +53,7 @@ class Backend:
     # the same kernel on NumPy arrays, for CPU tensors viewed as NumPy without any wrapping
     load_numpy: Callable[[], HingeFn] | None = None
     grad_in_backward: bool = False  # under autograd: loss-only forward, a second (scaled) pass
-    # in backward; for memory-bound devices (see xmargin.adapters.torch)
+    # in backward; for kernels bound by memory traffic (see xmargin.adapters.torch)
 
     def reason(self, x: Any = None) -> Reason:
         why = self.status()
@@ -117,19 +117,22 @@ _builtin(
     load_numpy=_module_loader("xmargin.backends.reference", "hinge_numpy"),
 )
 _builtin("portable", "pure array-API code, any namespace and device")
+# The GPU kernels form the gradient in forward when autograd will need it, as the CPU ones do
+# (grad_in_backward=False): measured on an H200 (docs/gpu-notes.md) their time goes to per-row
+# setup and per-chunk work, not to bytes (3-15% of copy bandwidth), so a second kernel pass in
+# backward cost 1.4-1.7x the loss-only forward, where scaling a kept gradient by grad_output is
+# one element-wise pass at copy bandwidth
 _builtin(
     "triton",
     "Triton GPU kernels (torch CUDA tensors; CuPy through DLPack)",
     half_precision=True,
     scales_grad=True,
-    grad_in_backward=True,
 )
 _builtin(
     "cupy",
     "CuPy raw-CUDA kernels (CuPy arrays; torch CUDA through DLPack)",
     half_precision=True,
     scales_grad=True,
-    grad_in_backward=True,
 )
 
 

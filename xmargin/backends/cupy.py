@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import numbers
 from pathlib import Path
 from typing import Any
 
+from .._interop import compute_dtype, is_torch
 from .._resources import kernels_dir
+from ._common import GPU_NOTES, kernel_contract, torch_acc
 
 __all__ = ["cache_key", "entry_point", "hinge", "source"]
 
@@ -143,12 +144,13 @@ def _module(cupy: Any) -> Any:
 
 
 class _Frame:
-    """The few operations the launch needs, on torch tensors or CuPy arrays alike."""
+    """The few operations the launch needs, on torch tensors or CuPy arrays alike. Dtypes are
+    the library's (``lib.float32``) or their names."""
 
     lib: Any  # torch or cupy
 
     def __init__(self, like: Any):
-        self.torch = type(like).__module__.split(".")[0] == "torch"
+        self.torch = is_torch(like)
         if self.torch:
             import torch
 
@@ -159,8 +161,11 @@ class _Frame:
 
             self.lib = cupy
 
-    def empty(self, shape: tuple, dtype: str) -> Any:
-        dt = getattr(self.lib, dtype)
+    def dtype(self, dtype: Any) -> Any:
+        return getattr(self.lib, dtype) if isinstance(dtype, str) else dtype
+
+    def empty(self, shape: tuple, dtype: Any) -> Any:
+        dt = self.dtype(dtype)
         if self.torch:
             return self.lib.empty(shape, dtype=dt, device=self.device)
         return self.lib.empty(shape, dtype=dt)
@@ -179,16 +184,12 @@ class _Frame:
             return tuple(a.stride())
         return tuple(s // a.itemsize for s in a.strides)
 
-    def as_acc(self, a: Any, acc: str, n: int | None = None) -> Any:
-        """A contiguous copy (or view) of a small argument in the accumulation dtype; ``a`` may
-        be a number (``value_and_grad`` folds the reduction's 1/C or 1/(N·C) in as a float)."""
+    def as_acc(self, a: Any, acc: Any, n: int | None = None) -> Any:
+        """A contiguous copy (or view) of a small argument in the accumulation dtype, broadcast
+        to (n,) if given; ``a`` may be a number (``value_and_grad`` folds the reduction's 1/C or
+        1/(N·C) in as a float)."""
         if self.torch:
-            if isinstance(a, numbers.Real):
-                return self.lib.full(
-                    (n,), float(a), dtype=getattr(self.lib, acc), device=self.device
-                )
-            out = a.to(device=self.device, dtype=getattr(self.lib, acc))
-            return (out.expand(n) if n is not None else out).contiguous()
+            return torch_acc(a, self.dtype(acc), self.device, n)
         out = self.lib.asarray(a, dtype=acc)
         return self.lib.ascontiguousarray(
             self.lib.broadcast_to(out, (n,)) if n is not None else out
@@ -207,6 +208,7 @@ class _Frame:
         return a.device.id
 
 
+@kernel_contract(GPU_NOTES)
 def hinge(
     x: Any,
     t: Any,
@@ -217,22 +219,8 @@ def hinge(
     want_grad: bool,
     grad_scale: Any | None = None,
 ) -> tuple[Any, Any | None]:
-    """The kernel contract (DESIGN.md §5) on CuPy arrays or torch CUDA tensors.
-
-    ``loss_raw`` is float32 (float64 for float64 scores), ``grad_raw`` has the scores' dtype;
-    results are arrays of the scores' framework, on the scores' device. ``grad_scale`` (N,) or a
-    number multiplies each gradient row inside the kernel, in float32 before the gradient is
-    rounded to a half dtype. A raw half gradient (no scale) is what the dtype can hold: float16
-    overflows to −inf for a positive with more than 65504 negatives above it.
-
-    ``t`` (N, K) int32 or int64 may hold any values: the kernel checks them (one pass over the
-    K entries of each row, int64 compared as 64-bit), so the caller need not. A row with any
-    value outside [-1, C), also after its first negative entry, gets loss NaN and, when
-    ``want_grad``, an all-NaN gradient row (not multiplied by ``grad_scale``); other rows are
-    unaffected, and nothing is read or written out of bounds whatever ``t`` holds.
-    Infinite scores follow the definition in IEEE arithmetic (an infinite hinge is +inf, a
-    pair that does not count adds nothing).
-    """
+    """The raw CUDA kernels on CuPy arrays or torch CUDA tensors (see the module docstring for
+    the launch)."""
     import cupy
     import numpy as np
 
@@ -240,14 +228,13 @@ def hinge(
     n, c = x.shape
     k = t.shape[1]
     name = entry_point(x.dtype, t.dtype)
-    score = _dtype_name(x.dtype)
-    acc = "float64" if score == "float64" else "float32"
+    acc = compute_dtype(f.lib, x.dtype)
     # Everything below runs on the scores' device: CuPy allocates on the current device and
     # the module is compiled for (and launched on) the current device, so the device is made
     # current before the first allocation, not only around the launch.
     with cupy.cuda.Device(f.device_id(x)):
         loss = f.empty((n,), acc)
-        grad = f.empty((n, c), score) if want_grad else None
+        grad = f.empty((n, c), x.dtype) if want_grad else None
         if n == 0:
             return loss, grad
         w = None if weight is None else f.as_acc(weight, acc)
@@ -284,7 +271,7 @@ def hinge(
         words = (c + 31) // 32
         bits = f.empty((n, words), "int32")
         # half gradients of rows with several tiles are summed in float32 and rounded once
-        gacc = f.empty((n, c), acc) if want_grad and acc != score and k > TILE else None
+        gacc = f.empty((n, c), acc) if want_grad and x.dtype != acc and k > TILE else None
         args = (
             f.arg(x), np.int64(sx[0]), np.int64(sx[1]),
             f.arg(t), np.int64(st[0]), np.int64(st[1]),

@@ -34,7 +34,8 @@ import numpy as np
 
 from .._interop import array_kind
 from .._resources import kernels_dir
-from . import _threads
+from . import _host
+from ._common import kernel_contract, on_host
 
 __all__ = ["hinge", "hinge_numpy", "launch"]
 
@@ -87,6 +88,7 @@ def _work_per_row(c: int, k: int) -> int:
     return int(c * (1.2 * slots.bit_length() + 2.0)) + 1
 
 
+@kernel_contract(example=True)
 def hinge_numpy(
     x: np.ndarray,
     t: np.ndarray,
@@ -97,29 +99,15 @@ def hinge_numpy(
     want_grad: bool,
     grad_scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The kernel contract of DESIGN.md §5 on NumPy arrays.
-
-    ``x`` (N, C) floating (float16 is read as float32), ``t`` (N, K) integers of any dtype and
-    value (a row holding one outside [-1, C) gets NaN loss and gradient). Returns ``loss_raw``
-    (N,) float64 and ``grad_raw`` (N, C) in ``x``'s dtype (float32 for float16), times
-    ``grad_scale`` if given: an (N,) factor per row or one number for every row.
-
-    >>> import numpy as np
-    >>> loss, grad = hinge_numpy(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([[3, 0, -1, 1]]),
-    ...                          margin=1.0, p=1, weight=None, want_grad=True)
-    >>> round(float(loss[0]) / 4, 6), (grad[0] / 4).tolist()
-    (0.85, [-0.5, 0.5, 0.5, -0.5])
-    """
+    """The compiled kernel on NumPy arrays: ``x`` floating (float16 is read as float32), ``t``
+    integers of any dtype. Returns ``loss_raw`` (N,) float64 and ``grad_raw`` (N, C) in ``x``'s
+    dtype (float32 for float16), times ``grad_scale`` if given: an (N,) factor per row or one
+    number for every row."""
     n, c = x.shape
     if x.dtype != np.float64 and x.dtype != np.float32:
         x = x.astype(np.float32)
     x = np.ascontiguousarray(x)
-    t = np.asarray(t)
-    if t.dtype != np.int64 and t.dtype != np.int32:
-        if t.dtype.kind == "u" and t.dtype.itemsize == 8:  # values >= 2**63 would wrap
-            t = np.minimum(t, np.uint64(c))
-        t = t.astype(np.int64)
-    t = np.ascontiguousarray(t)
+    t = np.ascontiguousarray(_host.integer_targets(t, c, ("int64", "int32")))
     w = _EMPTY if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     factor = 1.0
     scale = _EMPTY
@@ -151,16 +139,11 @@ def launch(
     if grad is None:
         grad = np.empty((n, c) if want_grad else (0, 0), dtype=x.dtype)
     kernel = (_KERNELS or _kernels()).hinge_rows
-    rows = max(1, BLOCK_WORK // _work_per_row(c, t.shape[1]))
-    if rows >= n:
-        kernel(x, t, w, margin, p, want_grad, scale, factor, loss, grad, 0, n, DIRECT_MAX)
-        return loss, grad
 
-    def task(r0: int) -> None:
-        r1 = min(n, r0 + rows)
+    def task(r0: int, r1: int) -> None:
         kernel(x, t, w, margin, p, want_grad, scale, factor, loss, grad, r0, r1, DIRECT_MAX)
 
-    _threads.run(task, range(0, n, rows))
+    _host.launch(task, n, max(1, BLOCK_WORK // _work_per_row(c, t.shape[1])))
     return loss, grad
 
 
@@ -186,30 +169,7 @@ def launch_plain(
     return loss
 
 
-def hinge(
-    x: Any,
-    t: Any,
-    *,
-    margin: float,
-    p: int,
-    weight: Any | None,
-    want_grad: bool,
-    grad_scale: Any | None = None,
-) -> tuple[Any, Any | None]:
-    """The kernel contract on NumPy arrays or CPU arrays of another framework (torch), read and
-    written through zero-copy views; results come back in ``x``'s namespace."""
-    from .._interop import on_host_arrays
-
-    return on_host_arrays(
-        hinge_numpy,
-        x,
-        t,
-        margin=margin,
-        p=p,
-        weight=weight,
-        want_grad=want_grad,
-        grad_scale=grad_scale,
-    )
+hinge = on_host(hinge_numpy)
 
 
 @functools.cache

@@ -44,6 +44,7 @@ from array_api_compat import array_namespace, is_numpy_array, is_torch_array
 from array_api_compat import device as _device
 
 from .._xp import index_dtype
+from ._common import kernel_contract
 
 __all__ = ["accumulation_dtype", "hinge", "multiplicities"]
 
@@ -95,6 +96,7 @@ def multiplicities(xp: Any, t: Array, num_classes: int) -> Array:
     return xp.astype(hi - lo, idx)
 
 
+@kernel_contract(example=True)
 def hinge(
     x: Array,
     t: Array,
@@ -104,35 +106,10 @@ def hinge(
     weight: Array | None,
     want_grad: bool,
 ) -> tuple[Array, Array | None]:
-    """The kernel contract of DESIGN.md §5 (raw sums, before the 1/C).
-
-    Parameters
-    ----------
-    x : (N, C) real floating array of scores.
-    t : (N, K) integer array; the positives of a row are its entries before the first negative
-        value, with multiplicity. A row holding a value outside [-1, C) gets NaN loss and
-        gradient.
-    margin, p : the hinge margin and power (1 or 2).
-    weight : (C,) per-class weight of a positive, in ``x``'s dtype, or None.
-    want_grad : also return d loss_raw / d x.
-
-    Returns
-    -------
-    loss_raw : (N,) in the accumulation dtype (float64 where available).
-    grad_raw : (N, C) in the accumulation dtype, or None.
-
-    Rows with a NaN score, at least one positive and at least one negative give NaN loss and
-    a NaN gradient row. A zero hinge has zero gradient. Infinite scores give the definition's
-    results.
-
-    >>> import numpy as np
-    >>> loss, grad = hinge(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([[3, 0, -1, 1]]),
-    ...                    margin=1.0, p=1, weight=None, want_grad=True)
-    >>> round(float(loss[0]) / 4, 6)   # PyTorch's documented example, after the 1/C
-    0.85
-    >>> (grad[0] / 4).tolist()
-    [-0.5, 0.5, 0.5, -0.5]
-    """
+    """Array-API code on arrays of any namespace and device: ``weight`` (C,) per-class
+    weights of the positives in ``x``'s dtype, or None; ``loss_raw`` (N,) and ``grad_raw``
+    (N, C) in the accumulation dtype (:func:`accumulation_dtype`: float64 where the namespace
+    has it on ``x``'s device, else float32)."""
     if is_numpy_array(x):  # inf − inf and 0·inf in branches that where() discards
         with np.errstate(invalid="ignore", over="ignore"):
             return _hinge(x, t, margin=margin, p=p, weight=weight, want_grad=want_grad)

@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 
 from .._interop import array_kind
-from . import _threads
+from . import _host
+from ._common import kernel_contract, on_host
 
 __all__ = ["hinge", "hinge_numpy"]
 
@@ -261,6 +262,7 @@ def _block_impl(x, t, margin, p, weight, loss_out, grad_out) -> None:
     grad_out[nan_rows], grad_out[zero_rows] = math.nan, 0.0
 
 
+@kernel_contract(example=True)
 def hinge_numpy(
     x: np.ndarray,
     t: np.ndarray,
@@ -270,56 +272,28 @@ def hinge_numpy(
     weight: np.ndarray | None,
     want_grad: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The kernel contract of DESIGN.md §5 on NumPy arrays.
-
-    ``x`` (N, C) floating, ``t`` (N, K) integers of any dtype (a row holding a value outside
-    [-1, C) gets NaN loss and gradient). Returns ``loss_raw`` (N,) float64 and ``grad_raw``
-    (N, C) in ``x``'s dtype (float64 sums, rounded once at the end). Extra
-    memory: O(N·K) for the thresholds plus O(chunk) scratch; nothing of size N·T·C.
-
-    >>> import numpy as np
-    >>> loss, grad = hinge_numpy(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([[3, 0, -1, 1]]),
-    ...                          margin=1.0, p=1, weight=None, want_grad=True)
-    >>> round(float(loss[0]) / 4, 6), (grad[0] / 4).tolist()
-    (0.85, [-0.5, 0.5, 0.5, -0.5])
-    """
+    """The NumPy kernel on NumPy arrays: ``x`` floating, ``t`` integers of any dtype. Returns
+    ``loss_raw`` (N,) float64 and ``grad_raw`` (N, C) in ``x``'s dtype (float64 sums, rounded
+    once at the end). Extra memory: O(N·K) for the thresholds plus O(chunk) scratch; nothing of
+    size N·T·C."""
     n, c = x.shape
-    t = np.asarray(t)
-    if t.dtype != np.int64:
-        if t.dtype.kind == "u" and t.dtype.itemsize == 8:  # values >= 2**63 would wrap
-            t = np.minimum(t, np.uint64(c))
-        t = t.astype(np.int64)
+    t = _host.integer_targets(t, c)
     w = None if weight is None else np.asarray(weight, dtype=np.float64)
     loss = np.zeros(n, dtype=np.float64)
     grad = np.zeros((n, c), dtype=x.dtype) if want_grad else None
     if n == 0 or t.shape[1] == 0:
         return loss, grad
-    rows = max(1, _CHUNK_ELEMS // max(c, 1))  # one task: whole rows, about a chunk of scores
-    starts = range(0, n, rows)
 
-    def run(r0: int) -> None:
-        r1 = min(n, r0 + rows)
+    def task(r0: int, r1: int) -> None:
         out = None if grad is None else grad[r0:r1]
         _block(x[r0:r1], t[r0:r1], margin, p, w, loss[r0:r1], out)
 
-    _threads.run(run, starts)
+    # one task: whole rows, about a chunk of scores
+    _host.launch(task, n, max(1, _CHUNK_ELEMS // max(c, 1)))
     return loss, grad
 
 
-def hinge(
-    x: Any,
-    t: Any,
-    *,
-    margin: float,
-    p: int,
-    weight: Any | None,
-    want_grad: bool,
-) -> tuple[Any, Any | None]:
-    """The kernel contract on NumPy arrays or CPU arrays of another framework (torch), read and
-    written through zero-copy views; results come back in ``x``'s namespace."""
-    from .._interop import on_host_arrays
-
-    return on_host_arrays(hinge_numpy, x, t, margin=margin, p=p, weight=weight, want_grad=want_grad)
+hinge = on_host(hinge_numpy)
 
 
 # --------------------------------------------------------------------------------------------

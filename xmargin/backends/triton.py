@@ -57,13 +57,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import numbers
 import os
 import sys
 from types import ModuleType
 from typing import Any
 
+from .._interop import as_torch, compute_dtype
 from .._resources import kernels_dir
+from ._common import GPU_NOTES, kernel_contract, torch_acc
 
 __all__ = ["hinge", "launch_config", "launch_plan", "programs_per_row"]
 
@@ -194,15 +195,6 @@ def _sm_count(device: Any) -> int:
     return META_SMS if device.type == "meta" else INTERPRETER_SMS
 
 
-def _as_torch(a: Any) -> Any:
-    """torch tensors as they are; CuPy (or any DLPack CUDA array) as a zero-copy torch view."""
-    import torch
-
-    if isinstance(a, torch.Tensor):
-        return a
-    return torch.from_dlpack(a)
-
-
 def _device_guard(device: Any) -> Any:
     """The CUDA device of the scores made current for the launch (Triton launches on the
     current device and its current stream): a tensor on cuda:1 runs on cuda:1, whatever device
@@ -212,17 +204,6 @@ def _device_guard(device: Any) -> Any:
     if device.type != "cuda":
         return contextlib.nullcontext()
     return torch.cuda.device(device)
-
-
-def _scale_tensor(grad_scale: Any, n: int, acc: Any, device: Any) -> Any:
-    """``grad_scale`` as a contiguous (N,) tensor in the accumulation dtype: an (N,) or
-    broadcastable tensor/array, or a number (``value_and_grad`` folds the reduction's 1/C or
-    1/(N·C) in as a Python float)."""
-    import torch
-
-    if isinstance(grad_scale, numbers.Real):
-        return torch.full((n,), float(grad_scale), dtype=acc, device=device)
-    return _as_torch(grad_scale).to(device=device, dtype=acc).expand(n).contiguous()
 
 
 def launch_plan(
@@ -247,8 +228,8 @@ def launch_plan(
 
     n, c = xt.shape
     k = tt.shape[1]
-    is_f64 = xt.dtype == torch.float64
-    acc = torch.float64 if is_f64 else torch.float32
+    acc = compute_dtype(torch, xt.dtype)
+    is_f64 = acc == torch.float64
     loss = torch.empty((n,), dtype=acc, device=xt.device)
     grad = torch.empty((n, c), dtype=xt.dtype, device=xt.device) if want_grad else None
     if n == 0:
@@ -263,9 +244,9 @@ def launch_plan(
     dev = xt.device
     words = (c + 31) // 32
     bits = torch.empty((n, words), dtype=torch.int32, device=dev)
-    w = loss if weight is None else _as_torch(weight).to(device=dev, dtype=acc).contiguous()
+    w = loss if weight is None else torch_acc(weight, acc, dev)
     g = grad if grad is not None else loss.view(1, n)  # never written without WANT_GRAD
-    scale = loss if grad_scale is None else _scale_tensor(grad_scale, n, acc, dev)
+    scale = loss if grad_scale is None else torch_acc(grad_scale, acc, dev, n)
     common = {
         "P": p,
         "WANT_GRAD": want_grad,
@@ -304,7 +285,7 @@ def launch_plan(
     cls = torch.empty((n, block_t), dtype=torch.int32, device=dev)
     pre = torch.empty((n, 3, block_t + 1), dtype=acc, device=dev)
     # half gradients of rows with several tiles are summed in float32 and rounded once
-    acc_grad = want_grad and xt.dtype in (torch.float16, torch.bfloat16) and k > block_t
+    acc_grad = want_grad and xt.dtype != acc and k > block_t
     gacc = torch.empty((n, c), dtype=acc, device=dev) if acc_grad else loss
     args = (
         xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w, loss,
@@ -317,6 +298,7 @@ def launch_plan(
     return loss, grad, (("multilabel_hinge_kernel", (n,), args, kwargs),)
 
 
+@kernel_contract(GPU_NOTES)
 def hinge(
     x: Any,
     t: Any,
@@ -327,25 +309,9 @@ def hinge(
     want_grad: bool,
     grad_scale: Any | None = None,
 ) -> tuple[Any, Any | None]:
-    """The kernel contract (DESIGN.md §5) on torch CUDA tensors or CuPy arrays (or torch CPU
-    tensors under ``TRITON_INTERPRET=1``). ``loss_raw`` is float32 (float64 for float64
-    scores); ``grad_raw`` has the scores' dtype. ``grad_scale`` (N,) or a number, if given,
-    multiplies each gradient row inside the kernel (autograd's grad_output, value_and_grad's
-    1/C or 1/(N·C), without another pass over C), in float32 before the gradient is rounded to
-    a half dtype. A raw half gradient (no scale) is what the dtype can hold: float16 overflows
-    to −inf for a positive with more than 65504 negatives above it.
-
-    ``t`` (N, K) int32 or int64 may hold any values: the kernel checks them (one pass over the
-    K entries of each row, int64 compared as 64-bit), so the caller need not. A row with any
-    value outside [-1, C), also after its first negative entry, gets loss NaN and, when
-    ``want_grad``, an all-NaN gradient row (not multiplied by ``grad_scale``); other rows are
-    unaffected, and nothing is read or written out of bounds whatever ``t`` holds.
-    Infinite scores follow the definition in IEEE arithmetic (an infinite hinge is +inf, a
-    pair that does not count adds nothing)."""
-    import torch
-
-    from_cupy = not isinstance(x, torch.Tensor)
-    xt, tt = _as_torch(x), _as_torch(t)
+    """The Triton kernels on torch CUDA tensors or CuPy arrays (zero-copy torch views), or on
+    torch CPU tensors under ``TRITON_INTERPRET=1``; :func:`launch_plan` has the launches."""
+    xt, tt = as_torch(x), as_torch(t)
     if xt.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(
             "triton backend: scores must be CUDA tensors (or set TRITON_INTERPRET=1 to run the "
@@ -360,10 +326,11 @@ def hinge(
             # one stream: the finishing kernel starts after the split kernel's writes
             for name, grid, args, kwargs in launches:
                 getattr(kernels, name)[grid](*args, **kwargs)
-    return _back(loss, grad, from_cupy)
+    return _back(loss, grad, xt is not x)
 
 
 def _back(loss: Any, grad: Any | None, to_cupy: bool) -> tuple[Any, Any | None]:
+    """The results as CuPy arrays (zero-copy) for scores that came as CuPy arrays."""
     if not to_cupy:
         return loss, grad
     import cupy

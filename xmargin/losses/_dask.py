@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from .._xp import reduction_scale
+
 Array = Any
 
 
@@ -74,13 +76,12 @@ def rowwise_dask(
 
     if reduction == "none":
         loss = per_row if matrix_out else da.reshape(per_row, ())
-        scale = 1.0
     elif reduction == "sum":
-        loss, scale = per_row.sum(), 1.0
-    else:
+        loss = per_row.sum()
+    else:  # (no overflow rescue: one lazy sum, as it always was on Dask)
         loss = per_row.sum() / n if n else per_row.sum() * math.nan
-        scale = 1.0 / n if n else math.nan
     loss = loss.astype(dtype)
     if grad is None:
         return loss, ()
+    scale = reduction_scale(reduction, n)
     return loss, (da.reshape(grad * scale, input.shape).astype(dtype),)

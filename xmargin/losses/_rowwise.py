@@ -10,15 +10,19 @@ from .._config import check_values_enabled
 from .._errors import XMarginValueError
 from .._interop import is_jax, is_torch, namespace, native
 from .._xp import (
+    apply_reduction,
     as_array,
     astype,
     check_float,
     check_integer,
+    check_p,
+    check_real,
     check_real_dtype,
     index_dtype,
-    mean,
     namespace_of,
+    reduction_scale,
     requires_grad,
+    resolve_reduction,
     same_namespace,
     shape_str,
 )
@@ -28,8 +32,18 @@ Array = Any
 Core = Callable[..., tuple[Array, Array | None]]
 
 
-def scores_as_matrix(fn: str, input: Array) -> tuple[Any, int, int]:
-    """Namespace, N and C of a 0-d, (C,) or (N, C) score array (C >= 1, N may be 0)."""
+def row_options(
+    fn: str, size_average: Any, reduce: Any, reduction: Any, p: Any, margin: Any
+) -> tuple[str, int, float]:
+    """The reduction, ``p`` and ``margin`` of a row-wise loss, checked in PyTorch's order."""
+    red = resolve_reduction(fn, size_average, reduce, reduction)
+    return red, check_p(fn, p), check_real(fn, "margin", margin)
+
+
+def scores_as_matrix(fn: str, input: Array) -> tuple[Array, Any, int, int]:
+    """A 0-d, (C,) or (N, C) score array (C >= 1, N may be 0) in native byte order, its
+    namespace, N and C."""
+    input = native(input)
     xp = namespace_of(fn, "input", input)
     check_float(fn, "input", xp, input)
     shape = tuple(input.shape)
@@ -40,8 +54,8 @@ def scores_as_matrix(fn: str, input: Array) -> tuple[Any, int, int]:
             f"but got: {shape_str(shape)})"
         )
     if len(shape) == 2:
-        return xp, shape[0], shape[1]
-    return xp, 1, (shape[0] if shape else 1)
+        return input, xp, shape[0], shape[1]
+    return input, xp, 1, (shape[0] if shape else 1)
 
 
 def index_target(fn: str, target: Any) -> Array:
@@ -83,33 +97,26 @@ def class_weight(fn: str, xp: Any, input: Array, weight: Any, c: int, dtype: Any
 
 
 def _as_indices(
-    fn: str,
-    xp: Any,
-    input: Array,
-    target: Array,
-    low: int,
-    high: int,
-    what: str,
-    *,
-    check: bool,
+    fn: str, xp: Any, input: Array, target: Array, low: int, high: int, what: str | None
 ) -> tuple[Array, bool]:
     """``target`` in ``input``'s namespace and index dtype, out-of-range values kept out of
-    range through every cast (:func:`fit_indices`); with ``check``, values read first (in
-    their own dtype) and an out-of-range one raised. Returns the indices and whether they
-    were checked (False also where values cannot be read, inside ``jax.jit``)."""
+    range through every cast (:func:`fit_indices`); unless ``what`` (how an error names the
+    values) is None, values read first (in their own dtype) and an out-of-range one raised.
+    Returns the indices and whether they were checked (False also where values cannot be
+    read, inside ``jax.jit``)."""
     idx = index_dtype(xp)
     xp_t = namespace(target)
     if xp_t is not xp and xp_t.iinfo(target.dtype).bits > xp.iinfo(idx).bits:
         # the conversion itself would narrow (int64 into JAX's int32 without x64): check, or
         # keep out-of-range values out of range, in the target's own namespace first
-        checked = check and check_index_range(fn, xp_t, target, low, high, what)
+        checked = what is not None and check_index_range(fn, xp_t, target, low, high, what)
         if not checked:
             width = xp_t.int32 if xp.iinfo(idx).bits == 32 else xp_t.int64
             target = fit_indices(xp_t, target, low, high, width)
         return same_namespace(fn, xp, "input", input, "target", target), checked
     # convert first (device and namespace errors before any value is read)
     target = same_namespace(fn, xp, "input", input, "target", target)
-    checked = check and check_index_range(fn, xp, target, low, high, what)
+    checked = what is not None and check_index_range(fn, xp, target, low, high, what)
     return (target if checked else fit_indices(xp, target, low, high, idx)), checked
 
 
@@ -133,7 +140,7 @@ def index_values(
     caller to make NaN.
     """
     check = check_values_enabled(target)
-    t, checked = _as_indices(fn, xp, input, target, low, high, what, check=check)
+    t, checked = _as_indices(fn, xp, input, target, low, high, what if check else None)
     t = xp.reshape(astype(xp, t, index_dtype(xp)), shape)
     if checked:
         return t, None
@@ -143,17 +150,19 @@ def index_values(
 
 
 def index_values_unchecked(
-    fn: str,
-    xp: Any,
-    input: Array,
-    target: Array,
-    shape: tuple[int, ...],
-    low: int,
-    high: int,
-    what: str,
-) -> tuple[Array, Callable[[], None] | None]:
-    """``target`` as indices for a kernel that flags out-of-range rows itself (NaN loss), and
-    the value check to run only if the loss has a NaN (or None, checks being off).
+    fn: str, xp: Any, input: Array, target: Array, shape: tuple[int, ...], low: int, high: int
+) -> Array:
+    """``target`` as indices (as :func:`index_values`) for a kernel that flags out-of-range
+    rows itself (NaN loss): no value is read; pair it with :func:`check_on_nan`."""
+    t, _ = _as_indices(fn, xp, input, target, low, high, None)
+    return xp.reshape(astype(xp, t, index_dtype(xp)), shape)
+
+
+def check_on_nan(
+    fn: str, target: Array, low: int, high: int, what: str
+) -> Callable[[], None] | None:
+    """The value check of the targets given to such a kernel, to run only if the loss has a
+    NaN (or None, checks being off).
 
     A kernel that makes a row NaN for every target outside [low, high) proves, by a loss
     without NaN, that every target was in range: the check reads the targets only when the
@@ -161,17 +170,14 @@ def index_values_unchecked(
     not a pass over N·K targets. The check reads the original target in its own dtype and
     raises naming the first bad value, as :func:`index_values` does.
     """
-    pending = check_values_enabled(target)
-    t, _ = _as_indices(fn, xp, input, target, low, high, what, check=False)
-    t = xp.reshape(astype(xp, t, index_dtype(xp)), shape)
-    if not pending:
-        return t, None
+    if not check_values_enabled(target):
+        return None
     xp_t = namespace(target)
 
     def verify() -> None:
         check_index_range(fn, xp_t, target, low, high, what)
 
-    return t, verify
+    return verify
 
 
 def nan_where(
@@ -227,17 +233,12 @@ def finish(
     input: Array,
 ) -> tuple[Array, tuple[Array, ...]]:
     """1/C, the reduction and the output dtype and shape, for loss and gradient."""
-    n = loss_raw.shape[0]
-    per_sample = loss_raw / c
-    if reduction == "none":
-        loss = per_sample if matrix_out else xp.reshape(per_sample, ())
-    elif reduction == "sum":
-        loss = xp.sum(per_sample)
-    else:
-        loss = mean(xp, per_sample)
+    loss = apply_reduction(xp, loss_raw / c, reduction)
+    if reduction == "none" and not matrix_out:
+        loss = xp.reshape(loss, ())
     loss = astype(xp, loss, input.dtype)
     if grad_raw is None:
         return loss, ()
-    scale = (1.0 / n if n else math.nan) if reduction == "mean" else 1.0
+    scale = reduction_scale(reduction, loss_raw.shape[0])
     grad = xp.reshape(grad_raw * (scale / c), tuple(input.shape))
     return loss, (astype(xp, grad, input.dtype),)

@@ -25,6 +25,7 @@ from .._xp import (
 )
 from ..backends._host import BLOCK, host_array, host_kind, launch, numba_kernels
 from ._checks import warn_01_labels, warn_if_01_labels
+from ._public import public_loss
 
 Array = Any
 
@@ -40,28 +41,6 @@ def _broadcast(fn: str, **shapes: tuple) -> tuple:
     return out
 
 
-def hinge_embedding_loss(
-    input: Array,
-    target: Array,
-    margin: float = 1.0,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-    reduction: str = "mean",
-) -> Array:
-    """``x`` where ``y = 1``, ``max(0, margin − x)`` where ``y = −1`` (PyTorch's formula).
-
-    As ``torch.nn.functional.hinge_embedding_loss``: ``input`` and ``target`` broadcast; a label
-    that is neither 1 nor −1 gets both terms, as in PyTorch. A target of {0, 1} labels warns
-    (use :func:`xmargin.targets.to_pm1`).
-
-    >>> import numpy as np, xmargin
-    >>> d = np.array([0.3, 0.3, 2.0]); y = np.array([1, -1, -1])
-    >>> xmargin.hinge_embedding_loss(d, y, reduction="none").round(4).tolist()
-    [0.3, 0.7, 0.0]
-    """
-    return _hinge_embedding_loss(input, target, margin, size_average, reduce, reduction)[0]
-
-
 def _hinge_embedding_loss(
     input: Array,
     target: Array,
@@ -73,6 +52,17 @@ def _hinge_embedding_loss(
     argnums: tuple[int, ...] = (),
     fast: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
+    """``x`` where ``y = 1``, ``max(0, margin − x)`` where ``y = −1`` (PyTorch's formula).
+
+    As ``torch.nn.functional.hinge_embedding_loss``: ``input`` and ``target`` broadcast; a label
+    that is neither 1 nor −1 gets both terms, as in PyTorch. A target of {0, 1} labels warns
+    (use :func:`xmargin.targets.to_pm1`).
+
+    >>> import numpy as np, xmargin
+    >>> d = np.array([0.3, 0.3, 2.0]); y = np.array([1, -1, -1])
+    >>> xmargin.hinge_embedding_loss(d, y, reduction="none").round(4).tolist()
+    [0.3, 0.7, 0.0]
+    """
     fn = "hinge_embedding_loss"
     red = resolve_reduction(fn, size_average, reduce, reduction)
     margin = check_real(fn, "margin", margin)
@@ -101,27 +91,7 @@ def _hinge_embedding_loss(
     return loss, (astype(xp, sum_to_shape(xp, g, tuple(input.shape)), input.dtype),)
 
 
-def margin_ranking_loss(
-    input1: Array,
-    input2: Array,
-    target: Array,
-    margin: float = 0.0,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-    reduction: str = "mean",
-) -> Array:
-    """``max(0, −y·(x1 − x2) + margin)``: ``y = 1`` ranks ``x1`` above ``x2``, ``y = −1`` below.
-
-    As ``torch.nn.functional.margin_ranking_loss``: the three arguments must have the same
-    number of dimensions and broadcast. The computation runs in the promoted dtype of ``input1``
-    and ``input2``; ``target`` (any real dtype) is cast to it. A target of {0, 1} labels warns.
-
-    >>> import numpy as np, xmargin
-    >>> a = np.array([1.0, 0.2]); b = np.array([0.5, 0.4]); y = np.array([1.0, 1.0])
-    >>> xmargin.margin_ranking_loss(a, b, y, margin=0.1, reduction="none").round(4).tolist()
-    [0.0, 0.3]
-    """
-    return _margin_ranking_loss(input1, input2, target, margin, size_average, reduce, reduction)[0]
+hinge_embedding_loss = public_loss(_hinge_embedding_loss)
 
 
 def _margin_ranking_loss(
@@ -136,6 +106,17 @@ def _margin_ranking_loss(
     argnums: tuple[int, ...] = (),
     fast: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
+    """``max(0, −y·(x1 − x2) + margin)``: ``y = 1`` ranks ``x1`` above ``x2``, ``y = −1`` below.
+
+    As ``torch.nn.functional.margin_ranking_loss``: the three arguments must have the same
+    number of dimensions and broadcast. The computation runs in the promoted dtype of ``input1``
+    and ``input2``; ``target`` (any real dtype) is cast to it. A target of {0, 1} labels warns.
+
+    >>> import numpy as np, xmargin
+    >>> a = np.array([1.0, 0.2]); b = np.array([0.5, 0.4]); y = np.array([1.0, 1.0])
+    >>> xmargin.margin_ranking_loss(a, b, y, margin=0.1, reduction="none").round(4).tolist()
+    [0.0, 0.3]
+    """
     fn = "margin_ranking_loss"
     red = resolve_reduction(fn, size_average, reduce, reduction)
     margin = check_real(fn, "margin", margin)
@@ -176,6 +157,9 @@ def _margin_ranking_loss(
         arg, sign = (input1, 1.0) if i == 0 else (input2, -1.0)
         grads.append(astype(xp, sum_to_shape(xp, sign * g, tuple(arg.shape)), arg.dtype))
     return loss, tuple(grads)
+
+
+margin_ranking_loss = public_loss(_margin_ranking_loss)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +216,7 @@ def _hinge_embedding_fast(
         loss, loss_np = te.empty(shape, input.dtype)
         grad, grad_np = te.empty(shape, input.dtype) if want or autograd else (None, None)
         kernel(loss_np.reshape(-1), None if grad_np is None else grad_np.reshape(-1))
-        return te.reduce(loss, red), grad, None
+        return apply_reduction(None, loss, red, eager=True), grad, None
 
     def generic(a: Any, _: Any) -> Any:  # for a second derivative; values checked already
         with options(check_values=False):
@@ -305,7 +289,7 @@ def _margin_ranking_fast(
         loss, loss_np = te.empty(shape, input1.dtype)
         grads = [te.empty(shape, input1.dtype) if w else (None, None) for w in wants]
         kernel(loss_np.reshape(-1), *(None if g is None else g.reshape(-1) for _, g in grads))
-        return te.reduce(loss, red), grads[0][0], grads[1][0]
+        return apply_reduction(None, loss, red, eager=True), grads[0][0], grads[1][0]
 
     if not autograd:
         out, g1, g2 = run()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .._config import options
 from .._errors import XMarginValueError
-from .._interop import compute_dtype, is_dask, namespace, native
-from .._xp import astype, check_p, check_real, device, resolve_reduction, same_namespace, shape_str
+from .._interop import compute_dtype, is_dask, namespace
+from .._xp import astype, device, reduction_scale, same_namespace, shape_str
 from ..backends._host import BLOCK, host_array, host_kind, launch, numba_kernels
 from ._dask import rowwise_dask
+from ._public import public_loss
 from ._rowwise import (
     check_index_dtype,
     class_weight,
@@ -18,37 +18,12 @@ from ._rowwise import (
     index_target,
     index_values,
     nan_where,
+    row_options,
     run_core,
     scores_as_matrix,
 )
 
 Array = Any
-
-
-def multi_margin_loss(
-    input: Array,
-    target: Array,
-    p: int = 1,
-    margin: float = 1.0,
-    weight: Array | None = None,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-    reduction: str = "mean",
-) -> Array:
-    """Multi-class hinge ``(1/C) Σ_{j≠y} w_y · max(0, margin − x_y + x_j)^p``.
-
-    As ``torch.nn.functional.multi_margin_loss``: ``input`` is 0-d, (C,) or (N, C) (N may be
-    0), ``target`` holds one class index per sample (shape (N,), or 0-d/(1,) for a single
-    sample) of any integer dtype, ``p`` is 1 or 2 and ``weight`` (C,) weighs each sample by its
-    true class. Differences: a NaN score gives a NaN loss (PyTorch: 0), the mean over N = 0
-    samples is NaN, and float16/bfloat16 work (float32 accumulation).
-
-    >>> import numpy as np, xmargin
-    >>> x = np.array([[0.1, 0.2, 0.4, 0.8]]); y = np.array([3])
-    >>> round(float(xmargin.multi_margin_loss(x, y)), 6)   # PyTorch's documented example
-    0.325
-    """
-    return _multi_margin_loss(input, target, p, margin, weight, size_average, reduce, reduction)[0]
 
 
 def _multi_margin_loss(
@@ -64,12 +39,22 @@ def _multi_margin_loss(
     argnums: tuple[int, ...] = (),
     fast: bool = True,
 ) -> tuple[Array, tuple[Array, ...]]:
+    """Multi-class hinge ``(1/C) Σ_{j≠y} w_y · max(0, margin − x_y + x_j)^p``.
+
+    As ``torch.nn.functional.multi_margin_loss``: ``input`` is 0-d, (C,) or (N, C) (N may be
+    0), ``target`` holds one class index per sample (shape (N,), or 0-d/(1,) for a single
+    sample) of any integer dtype, ``p`` is 1 or 2 and ``weight`` (C,) weighs each sample by its
+    true class. Differences: a NaN score gives a NaN loss (PyTorch: 0), the mean over N = 0
+    samples is NaN, and float16/bfloat16 work (float32 accumulation).
+
+    >>> import numpy as np, xmargin
+    >>> x = np.array([[0.1, 0.2, 0.4, 0.8]]); y = np.array([3])
+    >>> round(float(xmargin.multi_margin_loss(x, y)), 6)   # PyTorch's documented example
+    0.325
+    """
     fn = "multi_margin_loss"
-    red = resolve_reduction(fn, size_average, reduce, reduction)
-    p = check_p(fn, p)
-    margin = check_real(fn, "margin", margin)
-    input = native(input)
-    xp, n, c = scores_as_matrix(fn, input)
+    red, p, margin = row_options(fn, size_average, reduce, reduction, p, margin)
+    input, xp, n, c = scores_as_matrix(fn, input)
     target = index_target(fn, target)
     t_shape = tuple(target.shape)
     if not (t_shape == (n,) or (n == 1 and t_shape == ())):
@@ -130,6 +115,9 @@ def _multi_margin_loss(
     )
 
 
+multi_margin_loss = public_loss(_multi_margin_loss)
+
+
 # --------------------------------------------------------------------------------------------
 # CPU fast path: the compiled kernel of kernels/numba/multi_margin.py on NumPy arrays and eager
 # torch CPU tensors (see soft_margin.py); None: the generic path applies.
@@ -175,8 +163,7 @@ def _multi_margin_fast(
         w_np = np.empty(0) if w is None else np.ascontiguousarray(te.as_numpy(w), np.float64)
     dt = x.dtype.type  # margin − x_y + x_j in the scores' dtype, as PyTorch does
     m, zero = dt(margin), dt(0)
-    scale = (1.0 / n if n else math.nan) if red == "mean" else 1.0
-    factor = scale / c
+    factor = reduction_scale(red, n) / c
     block = max(1, BLOCK // c)
 
     def kernel(grad: Any) -> Any:

@@ -7,24 +7,18 @@ from typing import Any
 from .. import backends
 from .._config import readable
 from .._errors import XMarginValueError
-from .._interop import compute_dtype, is_dask, is_torch, native
-from .._xp import (
-    astype,
-    check_p,
-    check_real,
-    compiling,
-    requires_grad,
-    resolve_reduction,
-    same_namespace,
-    shape_str,
-)
+from .._interop import compute_dtype, is_dask, is_torch
+from .._xp import astype, compiling, requires_grad, same_namespace, shape_str
 from ._dask import rowwise_dask
+from ._public import public_loss
 from ._rowwise import (
     check_index_dtype,
+    check_on_nan,
     class_weight,
     finish,
     index_target,
     index_values_unchecked,
+    row_options,
     run_core,
     scores_as_matrix,
 )
@@ -32,7 +26,7 @@ from ._rowwise import (
 Array = Any
 
 
-def multilabel_margin_loss(
+def _multilabel_margin_loss(
     input: Array,
     target: Array,
     size_average: bool | None = None,
@@ -43,7 +37,8 @@ def multilabel_margin_loss(
     p: int = 1,
     weight: Array | None = None,
     backend: str | None = None,
-) -> Array:
+    argnums: tuple[int, ...] = (),
+) -> tuple[Array, tuple[Array, ...]]:
     """Pairwise multilabel hinge: every positive class should outscore every negative by ``margin``.
 
     For a sample with scores ``x`` (C,) and target row ``t``, the positives are the entries of
@@ -72,8 +67,9 @@ def multilabel_margin_loss(
     >>> round(float(xmargin.multilabel_margin_loss(x, np.array([[3, 0]]), margin=0.5, p=2)), 6)
     0.2525
     """
-    if (
-        weight is None
+    if (  # the thin torch path: the common eager call, in O(1) Python work
+        not argnums
+        and weight is None
         and (backend is None or backend == "numba")  # (others: the general path resolves)
         and size_average is None
         and reduce is None
@@ -83,39 +79,10 @@ def multilabel_margin_loss(
 
         out = fast_multilabel_margin_loss(input, target, reduction, margin, p, backend)
         if out is not None:
-            return out
-    return _multilabel_margin_loss(
-        input,
-        target,
-        size_average,
-        reduce,
-        reduction,
-        margin=margin,
-        p=p,
-        weight=weight,
-        backend=backend,
-    )[0]
-
-
-def _multilabel_margin_loss(
-    input: Array,
-    target: Array,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-    reduction: str = "mean",
-    *,
-    margin: float = 1.0,
-    p: int = 1,
-    weight: Array | None = None,
-    backend: str | None = None,
-    argnums: tuple[int, ...] = (),
-) -> tuple[Array, tuple[Array, ...]]:
+            return out, ()
     fn = "multilabel_margin_loss"
-    red = resolve_reduction(fn, size_average, reduce, reduction)
-    p = check_p(fn, p)
-    margin = check_real(fn, "margin", margin)
-    input = native(input)
-    xp, n, c = scores_as_matrix(fn, input)
+    red, p, margin = row_options(fn, size_average, reduce, reduction, p, margin)
+    input, xp, n, c = scores_as_matrix(fn, input)
     target = index_target(fn, target)
     t_shape = tuple(target.shape)
     matrix = input.ndim == 2
@@ -150,9 +117,8 @@ def _multilabel_margin_loss(
     # Targets go to the kernel as they are: every backend gives a row holding a value outside
     # [-1, C) NaN loss and gradient (the kernel contract, §5). Value checks then look at the
     # loss, and read the targets only where it has a NaN; switched off, they cost nothing.
-    t, verify = index_values_unchecked(
-        fn, xp, input, target, (n, k), -1, c, f"targets of an input with C = {c}"
-    )
+    t = index_values_unchecked(fn, xp, input, target, (n, k), -1, c)
+    verify = check_on_nan(fn, target, -1, c, f"targets of an input with C = {c}")
     # half precision goes to the backends that read it natively, the others get float32
     x = xp.reshape(input if chosen.half_precision else astype(xp, input, cd), (n, c))
     if is_torch(x) and compiling():  # one opaque torch.library op in the graph
@@ -195,3 +161,6 @@ def _multilabel_margin_loss(
         grad = astype(xp, xp.reshape(grad_raw, tuple(input.shape)), input.dtype)
         return loss, (grad,)
     return finish(xp, loss_raw, grad_raw, c=c, reduction=red, matrix_out=matrix, input=input)
+
+
+multilabel_margin_loss = public_loss(_multilabel_margin_loss)

@@ -25,6 +25,7 @@ from .._xp import (
 )
 from ..backends._host import BLOCK, host_array, host_kind, launch, no_grad, numba_kernels
 from ._checks import warn_01_labels, warn_if_01_labels, warn_if_pm1_labels, warn_pm1_labels
+from ._public import public_loss
 
 Array = Any
 
@@ -39,13 +40,16 @@ def sigmoid(xp: Any, z: Array) -> Array:
     return xp.exp(-softplus(xp, -z))
 
 
-def soft_margin_loss(
+def _soft_margin_loss(
     input: Array,
     target: Array,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Array:
+    *,
+    argnums: tuple[int, ...] = (),
+    fast: bool = True,
+) -> tuple[Array, tuple[Array, ...]]:
     """Two-class logistic loss ``log(1 + exp(-y·x))`` for labels ``y`` in {-1, +1}.
 
     Same call and results as ``torch.nn.functional.soft_margin_loss`` on any array-API array,
@@ -58,19 +62,6 @@ def soft_margin_loss(
     >>> xmargin.soft_margin_loss(x, y, reduction="none").round(4).tolist()
     [0.6931, 0.1269, 1000.0]
     """
-    return _soft_margin_loss(input, target, size_average, reduce, reduction)[0]
-
-
-def _soft_margin_loss(
-    input: Array,
-    target: Array,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-    reduction: str = "mean",
-    *,
-    argnums: tuple[int, ...] = (),
-    fast: bool = True,
-) -> tuple[Array, tuple[Array, ...]]:
     fn = "soft_margin_loss"
     red = resolve_reduction(fn, size_average, reduce, reduction)
     input = native(input)
@@ -103,14 +94,20 @@ def _soft_margin_loss(
     return loss, (astype(xp, expand_to(xp, g, shape), input.dtype),)
 
 
-def multilabel_soft_margin_loss(
+soft_margin_loss = public_loss(_soft_margin_loss)
+
+
+def _multilabel_soft_margin_loss(
     input: Array,
     target: Array,
     weight: Array | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Array:
+    *,
+    argnums: tuple[int, ...] = (),
+    fast: bool = True,
+) -> tuple[Array, tuple[Array, ...]]:
     """Per-class logistic loss averaged over the C classes, for labels in {0, 1}.
 
     ``loss_n = -(1/C) Σ_c w_c [y_c log σ(x_c) + (1 − y_c) log σ(−x_c)]`` over the last axis of
@@ -125,20 +122,6 @@ def multilabel_soft_margin_loss(
     >>> round(float(xmargin.multilabel_soft_margin_loss(x, y)), 6)
     0.304756
     """
-    return _multilabel_soft_margin_loss(input, target, weight, size_average, reduce, reduction)[0]
-
-
-def _multilabel_soft_margin_loss(
-    input: Array,
-    target: Array,
-    weight: Array | None = None,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-    reduction: str = "mean",
-    *,
-    argnums: tuple[int, ...] = (),
-    fast: bool = True,
-) -> tuple[Array, tuple[Array, ...]]:
     fn = "multilabel_soft_margin_loss"
     # PyTorch refuses reduction="elementwise_mean" here (its other losses accept it)
     red = resolve_reduction(fn, size_average, reduce, reduction, elementwise_mean=False)
@@ -182,6 +165,9 @@ def _multilabel_soft_margin_loss(
     if w is not None:
         g = g * w
     return loss, (astype(xp, expand_to(xp, g, shape), input.dtype),)
+
+
+multilabel_soft_margin_loss = public_loss(_multilabel_soft_margin_loss)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,7 +228,7 @@ def _soft_margin_fast(input: Array, target: Array, shape: tuple, red: str, want:
         if _soft_margin_kernel(x.reshape(-1), y.reshape(-1), loss_np.reshape(-1),
                                None if grad_np is None else grad_np.reshape(-1), scale):  # fmt: skip
             _warn_01(fn)
-        return te.reduce(loss, red), grad, None
+        return apply_reduction(None, loss, red, eager=True), grad, None
 
     def generic(a: Any, _: Any) -> Any:  # for a second derivative; values checked already
         with options(check_values=False):
@@ -310,7 +296,7 @@ def _multilabel_soft_margin_fast(
         loss, loss_np = te.empty(shape[:-1], input.dtype)
         grad, grad_np = te.empty(shape, input.dtype) if want or autograd else (None, None)
         kernel(loss_np.reshape(rows), None if grad_np is None else grad_np.reshape(rows, c))
-        return te.reduce(loss, red), grad, None
+        return apply_reduction(None, loss, red, eager=True), grad, None
 
     def generic(a: Any, _: Any) -> Any:  # for a second derivative; values checked already
         with options(check_values=False):
