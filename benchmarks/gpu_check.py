@@ -10,9 +10,11 @@
    and ``python -m benchmarks.multilabel_hinge_gpu`` (% of the measured copy bandwidth),
    writing ``benchmarks/results/<gpu>.{csv,md,png}``;
 3. ``python -m benchmarks.gpu_profile``: per call, host wall time against the kernels' device
-   time (is a path host-bound?).
+   time (is a path host-bound?);
+4. ``python -m benchmarks.gpu_variants``: the kernels under forced launch variants (row
+   splits, block sizes, warps), timed side by side, each checked against the default launch.
 
-Exit status 0 only when every GPU test passed and the three benchmarks ran. Without a CUDA
+Exit status 0 only when every GPU test passed and the four benchmarks ran. Without a CUDA
 device it says so and exits with status 2 (nothing here is skipped silently).
 """
 
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = [py, "-m", "benchmarks.multilabel_hinge_gpu"]
     if args.quick:
         gpu += ["--shapes", "4096,4096,64", "4096,32768,16"]
-    for cmd in (bench, gpu, [py, "-m", "benchmarks.gpu_profile"]):
+    for cmd in (bench, gpu, [py, "-m", "benchmarks.gpu_profile"],
+                [py, "-m", "benchmarks.gpu_variants"]):  # fmt: skip
         status = _run(cmd, env) or status
     return status
 

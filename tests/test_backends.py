@@ -72,7 +72,13 @@ def test_too_old_triton_is_reported_not_run(monkeypatch):
         s = {s.name: s for s in backends.explain()}["triton"]
         assert not s.usable and "triton 3.2.0+git1234 is too old" in s.reason
         assert ">=3.4" in s.reason
-        fake["triton"] = "3.4.0"
+        # the interpreter needs 3.9 (3.6's rejects the kernels' loop bounds)
+        fake["triton"] = "3.6.0"
+        _probe.installed_version.cache_clear()
+        s = {s.name: s for s in backends.explain()}["triton"]
+        assert not s.usable and "triton 3.6.0 is too old" in s.reason
+        assert ">=3.9 under TRITON_INTERPRET=1" in s.reason
+        fake["triton"] = "3.9.0"
         _probe.installed_version.cache_clear()
         assert {s.name: s for s in backends.explain()}["triton"].usable
     finally:

@@ -262,3 +262,35 @@ def test_runs_write_committed_results_only_with_save():
         assert ignored.returncode == 0, "benchmarks/output is not ignored by git"
     finally:
         probe.unlink()
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+            ],
+        ),
+    ],
+)
+def test_gpu_variants_give_the_default_results(device):
+    """Every launch variant of benchmarks.gpu_variants (forced row splits, block sizes, warps;
+    CuPy's one-block and split kernels on a GPU) computes what the default launch does: the
+    tuning table only compares variants that are right (on the CPU: Triton's interpreter)."""
+    from benchmarks import gpu_variants
+
+    usable = __import__("xmargin").backends.available(torch.zeros(1, 1, device=device))
+    backends = [b for b in ("triton", "cupy") if b in usable]
+    if not backends:
+        pytest.skip(f"no GPU backend runs on {device} here")
+    shape = (1, 150, 3) if device == "cpu" else (24, 70_001, 9)
+    rows = gpu_variants.run([shape], backends, device, rep=1)
+    expected = sum(len(getattr(gpu_variants, f"{b}_variants")()) for b in backends) * 2
+    assert len(rows) == expected, [r["variant"] for r in rows]
+    wrong = [(r["backend"], r["variant"], r["mode"], r["matches_default"]) for r in rows
+             if r["matches_default"] not in ("same", "close")]  # fmt: skip
+    assert not wrong, wrong

@@ -58,8 +58,13 @@ def cuda_device_reason(probe: bool = False) -> Reason:
     return "no CUDA device (no NVIDIA driver found)"
 
 
-# the kernels use tl.gather and masked tl.histogram (Triton 3.4)
+# the kernels use tl.gather and masked tl.histogram (Triton 3.4); compiled, they ran on an H200
+# with Triton 3.6
 MIN_VERSIONS = {"triton": (3, 4)}
+# Triton's CPU interpreter (TRITON_INTERPRET=1): 3.6's cannot take a loop bound computed in the
+# kernel ("only 0-dimensional arrays can be converted to Python scalars"); 3.9's can (versions
+# between are untested)
+INTERPRETER_MIN_VERSIONS = {"triton": (3, 9)}
 
 
 @functools.cache
@@ -102,7 +107,9 @@ def gpu_status(package: str, extra: str, interpreter: bool = False) -> Reason:
     if too_old:
         return too_old
     if interpreter and os.environ.get("TRITON_INTERPRET") == "1":
-        return None  # the interpreter runs kernels on the CPU
+        # the interpreter runs kernels on the CPU
+        too_old = older_than(package, INTERPRETER_MIN_VERSIONS.get(package))
+        return None if too_old is None else f"{too_old} under TRITON_INTERPRET=1"
     why = cuda_device_reason()
     if why is not None and interpreter:
         why += "; set TRITON_INTERPRET=1 to run the Triton kernels on the CPU"
