@@ -178,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             best[key] = r
     print("\nfastest variant per shape (matching the default's results):")
     for (backend, n, c, t, mode), r in best.items():
-        default = next(d for d in rows if d["variant"] == "default" and d["backend"] == backend
-                       and (d["N"], d["C"], d["T"], d["mode"]) == (n, c, t, mode))  # fmt: skip
+        default = next((d for d in rows if d["variant"] == "default" and d["backend"] == backend
+                        and (d["N"], d["C"], d["T"], d["mode"]) == (n, c, t, mode)), None)  # fmt: skip
+        if default is None:  # the default launch failed (printed above): nothing to compare
+            continue
         print(f"{(n, c, t)!s:>20} {backend:>6} {mode:>8}: {r['variant']:>22} "
               f"{r['ms'] * 1e3:9.1f} µs ({default['ms'] / r['ms']:.2f}x the default), "
               f"{r['pct_copy_bw']:.0f}% of copy bandwidth")  # fmt: skip

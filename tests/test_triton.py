@@ -383,6 +383,44 @@ def test_autograd_gradient_in_forward_or_recomputed(device, recompute, monkeypat
     assert_close(x.grad.cpu(), x2.grad.cpu(), rtol=1e-12, atol=1e-12, what="gradient")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_half_gradient_under_loss_scaling(device):
+    """float16 scores on the thin path: the gradient gets grad_output (a loss scale) before it
+    is rounded, as PyTorch's: entries of 2.5e-5 / 1024 are not rounded to 0 first (a gradient
+    kept from forward in float16 and scaled in backward gave 0 there)."""
+    n, c = 8, 1024
+    x = torch.zeros(n, c, dtype=torch.float16, device=device, requires_grad=True)
+    t = torch.full((n, 2), -1, device=device)
+    t[:, 0] = 0
+    (xmargin.multilabel_margin_loss(x, t, margin=1e-4, p=2, backend="triton") * 1024.0).backward()
+    x64 = torch.zeros(n, c, dtype=torch.float64, requires_grad=True)
+    (xmargin.multilabel_margin_loss(x64, t.cpu(), margin=1e-4, p=2, backend="reference")
+     * 1024.0).backward()  # fmt: skip
+    assert (x.grad[:, 1:] != 0).all(), "negatives' gradients rounded to 0"
+    assert_close(x.grad.double().cpu(), x64.grad, rtol=2e-3, atol=0, what="float16 gradient")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_half_gradient_under_torch_compile_does_not_overflow(device):
+    """float16 under torch.compile: a positive with 69,999 negatives above it has a raw
+    gradient of -69,999, beyond float16, and about -1 after the mean's 1/C; a raw gradient
+    kept from forward overflowed to -inf before the scale reached it."""
+    c = 70_000
+    x0 = torch.zeros(1, c, dtype=torch.float16, device=device)
+    x0[0, 0] = -1.0
+    t = torch.tensor([[0, -1]], device=device)
+
+    def f(x, t):
+        return xmargin.multilabel_margin_loss(x, t, backend="triton")
+
+    x = x0.clone().requires_grad_()
+    torch.compile(f, backend="eager", fullgraph=True)(x, t).backward()
+    x64 = x0.double().cpu().requires_grad_()
+    xmargin.multilabel_margin_loss(x64, t.cpu(), backend="reference").backward()
+    assert torch.isfinite(x.grad).all()
+    assert_close(x.grad.double().cpu(), x64.grad, rtol=2e-3, atol=1e-7, what="compiled grad")
+
+
 TOOLS = Path(__file__).parent / "tools"
 
 

@@ -139,3 +139,8 @@ def on_host_arrays(hinge_numpy: Any, x: Any, t: Any, **kw: Any) -> tuple[Any, An
 def compute_dtype(xp: Namespace, dtype: Any) -> Any:
     """float64 stays float64; float32, float16 and bfloat16 compute in float32."""
     return xp.float64 if dtype == xp.float64 else xp.float32
+
+
+def is_half(dtype: Any) -> bool:
+    """float16 or bfloat16, in any framework (by the dtype's name)."""
+    return str(dtype).rsplit(".", 1)[-1] in ("float16", "bfloat16")

@@ -12,13 +12,16 @@ Under ``torch.compile`` the hinge is the op ``xmargin::pairwise_hinge`` instead 
 :mod:`xmargin.adapters.torch_compile`, which eager calls never import: it loads
 ``torch._dynamo``).
 
-Two ways to get the gradient, chosen per backend (``Backend.grad_in_backward``):
+Two ways to get the gradient, chosen per backend and dtype (``Backend.recomputes_grad``):
 
 * the built-in backends (CPU and GPU) compute it in the same pass as the loss when autograd
   will need it, and backward only scales it by ``grad_output`` (one element-wise pass): their
   cost is per-row work (sorting, searching), not bytes, so a second kernel pass would cost
   more than the scaling (measured on an H200: docs/gpu-notes.md);
-* a backend whose kernel is bound by memory traffic may set ``grad_in_backward``: forward
+* half-precision scores on the GPU backends, and a backend whose kernel is bound by memory
+  traffic (``grad_in_backward``), take a second kernel pass in backward instead
+  (``Backend.recomputes_grad``): a half gradient kept from forward would be rounded before
+  ``grad_output`` scales it (zeros under loss scaling, overflow unscaled). Forward
   reads the scores once for the loss, and backward runs the kernel again with
   ``grad_output`` as a per-row factor, reading the scores and writing the gradient once
   (three passes over N·C instead of four). Inside torch.func transforms the gradient is
@@ -174,7 +177,7 @@ def hinge_loss(
     """The reduced loss of ``backend``'s hinge on eager torch tensors, with autograd."""
     numpy_hinge = None if backend.load_numpy is None else backend.load_numpy()
     need = x.requires_grad and torch.is_grad_enabled()
-    options = (margin, p, reduction, backend.name, backend.grad_in_backward, matrix_out, dtype,
+    options = (margin, p, reduction, backend.name, backend.recomputes_grad(x.dtype), matrix_out, dtype,
                numpy_hinge, backend.scales_grad, need)  # fmt: skip
     return _HingeLoss.apply(x, t, weight, options)
 

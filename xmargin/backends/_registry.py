@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._errors import XMarginTypeError, XMarginValueError
-from .._interop import array_kind
+from .._interop import array_kind, is_half
 
 HingeFn = Callable[..., tuple[Any, Any]]
 Reason = str | None  # None: usable; otherwise why not
@@ -54,6 +54,15 @@ class Backend:
     load_numpy: Callable[[], HingeFn] | None = None
     grad_in_backward: bool = False  # under autograd: loss-only forward, a second (scaled) pass
     # in backward; for kernels bound by memory traffic (see xmargin.adapters.torch)
+
+    def recomputes_grad(self, dtype: Any) -> bool:
+        """Under autograd, whether the gradient comes from a second kernel pass in backward
+        rather than from forward: the backend's ``grad_in_backward``, and half-precision
+        scores on a backend that reads them as they are. A half gradient formed in forward is
+        rounded before ``grad_output`` multiplies it (float16 entries under 6e-8 become 0 under
+        loss scaling; an unscaled one overflows past 65,504); the second pass folds
+        ``grad_output`` in float32 and rounds once, as PyTorch does."""
+        return self.grad_in_backward or (self.half_precision and is_half(dtype))
 
     def reason(self, x: Any = None) -> Reason:
         why = self.status()

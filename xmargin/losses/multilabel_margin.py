@@ -124,7 +124,7 @@ def _multilabel_margin_loss(
     if is_torch(x) and compiling():  # one opaque torch.library op in the graph
         from ..adapters.torch_compile import pairwise_hinge
 
-        want_grad = bool(argnums) or (requires_grad(x) and not chosen.grad_in_backward)
+        want_grad = bool(argnums) or (requires_grad(x) and not chosen.recomputes_grad(x.dtype))
         loss_raw, grad_raw = pairwise_hinge(x, t, margin, p, w, want_grad, chosen.name)
         return finish(xp, loss_raw, grad_raw if argnums else None, c=c, reduction=red,
                       matrix_out=matrix, input=input)  # fmt: skip
@@ -149,7 +149,7 @@ def _multilabel_margin_loss(
         return astype(xp, loss, cd), None if grad is None else astype(xp, grad, x.dtype)
 
     loss_raw, grad_raw = run_core(
-        core, x, (t,), (w,), want_grad=bool(argnums), recompute=chosen.grad_in_backward
+        core, x, (t,), (w,), want_grad=bool(argnums), recompute=chosen.recomputes_grad(x.dtype)
     )
     loss_raw = astype(xp, loss_raw, cd)
     if verify is not None:
