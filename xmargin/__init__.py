@@ -36,6 +36,7 @@ from .modules import (
     MultiMarginLoss,
     SoftMarginLoss,
 )
+from .negatives import mine_negatives
 
 __version__ = "0.1.0"
 
@@ -62,6 +63,7 @@ __all__ = [
     "backends",
     "hinge_embedding_loss",
     "margin_ranking_loss",
+    "mine_negatives",
     "multi_margin_loss",
     "multilabel_margin_loss",
     "multilabel_soft_margin_loss",
