@@ -331,3 +331,45 @@ def test_property_against_oracle(problem):
         mined = [int(j) for j in got_row if j >= 0]
         assert len(set(mined)) == len(mined) and not set(mined) & set(prefix.tolist())
         assert len(mined) == min(k, x.shape[1] - len(set(prefix.tolist())))
+
+
+def test_search_keys_stay_within_the_index_dtype(monkeypatch):
+    """The row-offset keys n·(C + 1) + c are formed in the namespace's index dtype, whatever
+    the targets' dtype, and a problem whose keys would not fit raises instead of wrapping.
+    (At real sizes: int32 targets on NumPy from 2148 rows of 10**6 classes, or JAX without
+    x64; here the index dtype is made int16 so that the boundary is a small problem.)"""
+    monkeypatch.setattr(negatives, "index_dtype", lambda xp: np.int16)
+    rng = np.random.default_rng(5)
+    n, c = 32767 // 201, 200  # N·(C + 1) = 32763: the largest key fits int16
+    x = rng.integers(0, 5, size=(n, c)).astype(np.float64)
+    t = rng.integers(-1, c, size=(n, 3)).astype(np.int32)
+    got = xmargin.mine_negatives(x, t, 4)
+    for row in range(n - 3, n):  # the last rows carry the largest offsets
+        pos = set()
+        for v in t[row]:
+            if v < 0:
+                break
+            pos.add(int(v))
+        want = sorted((j for j in range(c) if j not in pos), key=lambda j: (-x[row, j], j))[:4]
+        assert got[row].tolist() == want, (row, got[row], want)
+    with pytest.raises(xmargin.XMarginValueError, match="search keys exceed"):
+        xmargin.mine_negatives(np.zeros((n + 1, c)), np.zeros((n + 1, 1), dtype=np.int32), 1)
+
+
+def test_narrow_target_dtypes_do_not_wrap_the_search_keys():
+    """int16 targets with N·(C + 1) = 40,200 > 2**15: the keys are formed in the index dtype
+    (int64), not in the targets' dtype, where they would wrap and mark the wrong classes as
+    positives."""
+    rng = np.random.default_rng(6)
+    n, c = 200, 200
+    x = rng.normal(size=(n, c))
+    t = rng.integers(-1, c, size=(n, 4)).astype(np.int16)
+    got = xmargin.mine_negatives(x, t, 3)
+    for row in range(n - 20, n):
+        pos = set()
+        for v in t[row]:
+            if v < 0:
+                break
+            pos.add(int(v))
+        want = sorted((j for j in range(c) if j not in pos), key=lambda j: (-x[row, j], j))[:3]
+        assert got[row].tolist() == want, (row, got[row], want)

@@ -125,7 +125,16 @@ def _positives(xp: Namespace, t: Array, n: int, c: int) -> Array:
     kt = t.shape[1]
     if kt == 0 or n == 0:
         return xp.zeros((n, c), dtype=xp.bool, device=dev)
-    idt = t.dtype
+    # the keys in the namespace's widest index dtype (int32 targets would overflow from
+    # N·(C + 1) >= 2**31, e.g. 2148 rows of 10**6 classes)
+    idt = index_dtype(xp)
+    if n * (c + 1) > xp.iinfo(idt).max:
+        raise XMarginValueError(
+            f"mine_negatives: N·(C + 1) = {n * (c + 1)} search keys exceed {idt}, this "
+            "namespace's index dtype (JAX without x64: enable jax_enable_x64, or mine fewer "
+            "rows per call)"
+        )
+    t = astype(xp, t, idt)
     slots = xp.arange(kt, dtype=idt, device=dev)
     first_neg = xp.min(xp.where(t < 0, slots[None, :], kt), axis=1)
     valid = slots[None, :] < first_neg[:, None]
