@@ -128,6 +128,11 @@ def default_threads() -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
+def shape_triples(values: list[str] | None, default: list) -> list:
+    """``--shapes`` arguments ("N,C,T") as int tuples, or ``default`` when none are given."""
+    return [tuple(int(v) for v in s.split(",")) for s in values] if values else list(default)
+
+
 def multilabel_problem(
     n: int, c: int, t: int, *, device: str = "cpu", seed: int = 0, dtype: str = "float32"
 ):

@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from ._common import multilabel_problem
+from ._common import multilabel_problem, shape_triples
 from .suite import NARROW_TARGETS_MIN_C
 
 DEFAULT_SHAPES = [(4096, 4096, 64), (4096, 32768, 16), (64, 1_000_000, 32), (4096, 4096, 4)]
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_profile: no CUDA device here (use --device cpu to check the script)")
         return 2
-    shapes = ([tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes
-              else DEFAULT_SHAPES)  # fmt: skip
+    shapes = shape_triples(args.shapes, DEFAULT_SHAPES)
     impls = {"torch": F.multilabel_margin_loss}
     for b in args.backends:
         impls[b] = lambda a, y, b=b: xmargin.multilabel_margin_loss(a, y, backend=b)

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._common import multilabel_problem, summary, time_cuda, time_interleaved
+from ._common import multilabel_problem, shape_triples, summary, time_cuda, time_interleaved
 from .multilabel_hinge_gpu import copy_bandwidth
 
 DEFAULT_SHAPES = [(4096, 4096, 64), (4096, 32768, 16), (64, 1_000_000, 32), (512, 100_000, 16)]
@@ -163,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_variants: no CUDA device here (use --device cpu to check the script)")
         return 2
-    shapes = ([tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes
-              else DEFAULT_SHAPES)  # fmt: skip
+    shapes = shape_triples(args.shapes, DEFAULT_SHAPES)
     probe = torch.zeros(1, 1, device=args.device)
     usable = xmargin.backends.available(probe)
     backends = args.backends or [b for b in ("triton", "cupy") if b in usable]

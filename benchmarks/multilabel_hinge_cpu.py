@@ -33,10 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from . import suite
-    from ._common import default_threads, print_table, provenance
+    from ._common import default_threads, print_table, provenance, shape_triples
 
-    shapes = ([tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else
-              [w for _, w, _ in suite.GOALS if isinstance(w, tuple)])  # fmt: skip
+    shapes = shape_triples(args.shapes, [w for _, w, _ in suite.GOALS if isinstance(w, tuple)])
     datasets = [] if args.no_bibtex or args.shapes else ["bibtex"]
     prov, threads = provenance(), default_threads()
     timing = dict(rounds=3, max_rounds=5, budget_s=1.5, block_s=0.1)

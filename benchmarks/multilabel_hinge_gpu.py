@@ -32,6 +32,7 @@ from ._common import (
     machine_name,
     multilabel_problem,
     print_table,
+    shape_triples,
     summary,
     time_cuda,
     time_interleaved,
@@ -198,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to measure (use --device cpu to check the script)")
         return 0
-    shapes = (
-        [tuple(int(v) for v in s.split(",")) for s in args.shapes]
-        if args.shapes
-        else DEFAULT_SHAPES
-    )
+    shapes = shape_triples(args.shapes, DEFAULT_SHAPES)
     probe = torch.zeros(1, 1, device=args.device)
     backends = args.backends
     if backends is None:

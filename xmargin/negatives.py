@@ -21,7 +21,7 @@ from ._xp import (
     same_namespace,
     shape_str,
 )
-from .losses._rowwise import check_index_dtype, index_target, index_values
+from .losses._rowwise import check_index_dtype, check_target_rows, index_target, index_values
 
 __all__ = ["mine_negatives"]
 
@@ -77,15 +77,7 @@ def mine_negatives(input: Array, target: Array, k: int) -> Array:
     n, c = shape if matrix else (1, shape[0])
     target = index_target(fn, target)
     t_shape = tuple(target.shape)
-    if (matrix and not (len(t_shape) == 2 and t_shape[0] == n)) or (
-        not matrix and len(t_shape) > 1
-    ):
-        expected = f"(N, K) with N = {n}" if matrix else "(K,) or 0-d"
-        raise XMarginValueError(
-            f"{fn}: inconsistent target size: {shape_str(t_shape)} for input of size: "
-            f"{shape_str(shape)}; argument 'target' must have shape {expected} "
-            "(class indices padded with -1)"
-        )
+    check_target_rows(fn, target, n, shape)
     check_index_dtype(fn, target)
     kt = t_shape[-1] if t_shape else 1
     if is_dask(input):

@@ -67,6 +67,22 @@ def index_target(fn: str, target: Any) -> Array:
     return native(as_array(fn, "target", target))
 
 
+def check_target_rows(fn: str, target: Array, n: int, input_shape: tuple[int, ...]) -> None:
+    """PyTorch's shape rule for -1-padded index targets: (N, K) with the scores' N for (N, C)
+    scores, (K,) or 0-d for a (C,) vector."""
+    t_shape = tuple(target.shape)
+    matrix = len(input_shape) == 2
+    if (matrix and not (len(t_shape) == 2 and t_shape[0] == n)) or (
+        not matrix and len(t_shape) > 1
+    ):
+        expected = f"(N, K) with N = {n}" if matrix else "(K,) or 0-d"
+        raise XMarginValueError(
+            f"{fn}: inconsistent target size: {shape_str(t_shape)} for input of size: "
+            f"{shape_str(input_shape)}; argument 'target' must have shape {expected} "
+            "(class indices padded with -1)"
+        )
+
+
 def check_index_dtype(fn: str, target: Array) -> None:
     check_integer(fn, "target", namespace(target), target, "class indices")
 

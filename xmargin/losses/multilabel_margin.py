@@ -6,14 +6,14 @@ from typing import Any
 
 from .. import backends
 from .._config import readable
-from .._errors import XMarginValueError
 from .._interop import compute_dtype, is_dask, is_torch
-from .._xp import astype, compiling, requires_grad, same_namespace, shape_str
+from .._xp import astype, compiling, requires_grad, same_namespace
 from ._dask import rowwise_dask
 from ._public import public_loss
 from ._rowwise import (
     check_index_dtype,
     check_on_nan,
+    check_target_rows,
     class_weight,
     finish,
     index_target,
@@ -86,15 +86,7 @@ def _multilabel_margin_loss(
     target = index_target(fn, target)
     t_shape = tuple(target.shape)
     matrix = input.ndim == 2
-    if (matrix and not (len(t_shape) == 2 and t_shape[0] == n)) or (
-        not matrix and len(t_shape) > 1
-    ):
-        expected = f"(N, K) with N = {n}" if matrix else "(K,) or 0-d"
-        raise XMarginValueError(
-            f"{fn}: inconsistent target size: {shape_str(t_shape)} for input of size: "
-            f"{shape_str(tuple(input.shape))}; argument 'target' must have shape {expected} "
-            "(class indices padded with -1)"
-        )
+    check_target_rows(fn, target, n, tuple(input.shape))
     cd = compute_dtype(xp, input.dtype)
     w = class_weight(fn, xp, input, weight, c, cd)
     check_index_dtype(fn, target)
