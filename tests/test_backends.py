@@ -87,8 +87,8 @@ def test_too_old_triton_is_reported_not_run(monkeypatch):
 
 def test_version_metadata_is_read_once(monkeypatch):
     """The registry asks a GPU backend's status on every call; the version check behind it
-    reads package metadata once per process, not per call (on an H200 that read made the
-    triton path's host time per call 2.6x the cupy path's)."""
+    reads package metadata once per process, not per call (on an H200 that read left a
+    Triton forward at 619 µs of wall time for 239 µs of kernels)."""
     if not _probe.installed("triton"):
         pytest.skip("triton is not installed: the version check is not reached")
     import importlib.metadata

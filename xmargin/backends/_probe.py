@@ -71,7 +71,7 @@ INTERPRETER_MIN_VERSIONS = {"triton": (3, 9)}
 def installed_version(package: str) -> str | None:
     """``package``'s version from its metadata, read once per process: reading it parses the
     METADATA file (a few hundred µs), and the registry asks on every call (seen on an H200:
-    the triton path's host time per call was 2.6x the cupy path's)."""
+    a Triton forward at (4096, 4096, 64) took 619 µs of wall time for 239 µs of kernels)."""
     import importlib.metadata  # 50 ms to import: only when a GPU backend is asked about
 
     try:
