@@ -13,28 +13,69 @@ def _rows(x):
     return [[float(v) for v in row] for row in x]
 
 
-def multilabel_margin(x, t, *, margin=1.0, p=1, weight=None):
-    """Per-sample losses and d loss_n / d x_n for the pairwise multilabel hinge."""
+def _row_weight(weight, n, c):
+    """Row n's weights (a (C,) weight broadcast over rows, or row n of an (N, C) one)."""
+    if weight is None:
+        return [1.0] * c
+    first = weight[0]
+    rows = hasattr(first, "__len__")
+    return [float(v) for v in (weight[n] if rows else weight)]
+
+
+def mined(xs, positives, k):
+    """Row ``xs``'s k highest-scoring negatives by a plain Python sort (ties: lower class index
+    first; NaN ranks as +inf), as the list of classes."""
+    def key(j):
+        v = xs[j]
+        return (-math.inf if math.isnan(v) else -v, j)
+
+    order = sorted((j for j in range(len(xs)) if j not in positives), key=key)
+    return order[:k]
+
+
+def multilabel_margin(x, t, *, margin=1.0, p=1, weight=None, neg_weight=None, negatives=None):
+    """Per-sample losses and d loss_n / d x_n for the pairwise multilabel hinge.
+
+    ``weight`` and ``neg_weight`` are (C,) or (N, C) (row n's own weights); ``negatives`` is
+    None (every non-positive class), an int k (the row's k hardest negatives, :func:`mined`) or
+    one list of candidate classes per row (-1 anywhere is padding; positives of the row and
+    repeats are ignored). A negative of weight 0 is not paired at all. The NaN rule looks at
+    the positives and the chosen negatives only; a target outside [-1, C) makes the row NaN."""
     losses, grads = [], []
-    for xs, ts in zip(_rows(x), [[int(v) for v in row] for row in t], strict=True):
+    for n, (xs, ts) in enumerate(
+        zip(_rows(x), [[int(v) for v in row] for row in t], strict=True)
+    ):
         c = len(xs)
+        w, v = _row_weight(weight, n, c), _row_weight(neg_weight, n, c)
         positives = []
-        for v in ts:
-            if v < 0:
+        for tv in ts:
+            if tv < 0:
                 break
-            positives.append(v)
-        negatives = [j for j in range(c) if j not in positives]
+            positives.append(tv)
+        if any(tv < -1 or tv >= c for tv in ts):
+            losses.append(math.nan)
+            grads.append([math.nan] * c)
+            continue
+        if negatives is None:
+            chosen = [j for j in range(c) if j not in positives]
+        elif isinstance(negatives, int):
+            chosen = mined(xs, positives, negatives)
+        else:
+            row = [int(j) for j in negatives[n]]
+            chosen = sorted({j for j in row if j >= 0 and j not in positives})
         loss, grad = 0.0, [0.0] * c
         for k in positives:
-            wk = 1.0 if weight is None else float(weight[k])
-            for j in negatives:
+            for j in chosen:
+                if v[j] == 0.0:
+                    continue
                 z = margin - xs[k] + xs[j]
                 if z > 0:
-                    loss += wk * z**p
-                    d = wk * (1.0 if p == 1 else 2.0 * z)
+                    loss += w[k] * v[j] * z**p
+                    d = w[k] * v[j] * (1.0 if p == 1 else 2.0 * z)
                     grad[j] += d
                     grad[k] -= d
-        if positives and negatives and any(math.isnan(v) for v in xs):
+        involved = set(positives) | set(chosen)
+        if positives and chosen and any(math.isnan(xs[j]) for j in involved):
             loss, grad = math.nan, [math.nan] * c
         losses.append(loss / c)
         grads.append([g / c for g in grad])
@@ -103,27 +144,33 @@ def multilabel_soft_margin(x, y, weight=None):
     return losses, grads
 
 
-def multilabel_margin_dense(x, t, *, margin=1.0, p=1, weight=None):
+def multilabel_margin_dense(x, t, *, margin=1.0, p=1, weight=None, neg_weight=None):
     """The same sums as :func:`multilabel_margin`, vectorised per row in float64 NumPy
     (a (T, C) matrix per sample) for sizes the literal loops are too slow for. Raw sums
-    (before the 1/C), NaN rows left to the caller."""
+    (before the 1/C), NaN rows left to the caller; ``weight`` and ``neg_weight`` (C,) or
+    (N, C), finite scores (a pair of neg_weight 0 is dropped, as in the literal loop)."""
     import numpy as np
 
     x = np.asarray(x, dtype=np.float64)
     t = np.asarray(t)
     n, c = x.shape
     loss, grad = np.zeros(n), np.zeros((n, c))
+    weights = [None if a is None else np.broadcast_to(np.asarray(a, float), (n, c))
+               for a in (weight, neg_weight)]  # fmt: skip
     for i in range(n):
         row = t[i]
         stop = np.flatnonzero(row < 0)
         pos = row[: stop[0]] if stop.size else row
         neg = np.ones(c, dtype=bool)
         neg[pos] = False
-        w = np.ones(len(pos)) if weight is None else np.asarray(weight, float)[pos]
+        w = np.ones(len(pos)) if weights[0] is None else weights[0][i][pos]
+        v = np.ones(c) if weights[1] is None else weights[1][i]
+        neg &= v != 0
         z = margin - x[i, pos][:, None] + x[i][None, :]  # (T, C)
         z = np.where(neg[None, :] & (z > 0), z, 0.0)
-        loss[i] = (w[:, None] * z**p).sum()
-        d = w[:, None] * (np.ones_like(z) if p == 1 else 2.0 * z) * (z > 0)
+        wv = w[:, None] * v[None, :]
+        loss[i] = (wv * z**p).sum()
+        d = wv * (np.ones_like(z) if p == 1 else 2.0 * z) * (z > 0)
         grad[i] += d.sum(axis=0)
         np.add.at(grad[i], pos, -d.sum(axis=1))
     return loss, grad
