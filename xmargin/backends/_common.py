@@ -28,7 +28,13 @@ The kernel contract (docs/architecture.md): ``x`` (N, C) floating scores, ``t`` 
 targets of any value; the positives of a row are its entries before the first negative one
 (duplicates count). A row holding any value outside [-1, C), also after its first negative
 entry, gets loss NaN and, when ``want_grad``, an all-NaN gradient row; other rows are
-unaffected, and nothing is read or written out of bounds whatever ``t`` holds. ``loss_raw``
+unaffected, and nothing is read or written out of bounds whatever ``t`` holds. ``weight`` and
+``neg_weight`` are None, (C,) (shared by every row) or (N, C) (row n's own), finite and ≥ 0, in
+the accumulation dtype: pair (positive t_k, negative j) of row n adds
+``weight[n, t_k] · neg_weight[n, j] · max(0, margin − x[n, t_k] + x[n, j])^p`` (one term per
+target slot, so duplicates add up); a negative of ``neg_weight`` 0 forms no pair at all (0 in
+the loss and the gradient, also beside an infinite hinge) but is still a negative for the NaN
+rule. ``loss_raw``
 (N,) is each row's sum before the 1/C, ``grad_raw`` (N, C) its gradient (None without
 ``want_grad``), 0 at a zero hinge. Infinite scores follow the definition in IEEE arithmetic (an
 infinite hinge is +inf, a pair that does not count adds nothing); a row with a NaN score, a
