@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import numbers
 import operator
+import sys
 from typing import Any
 
 from ._errors import XMarginTypeError, XMarginValueError
-from ._interop import is_dask, native
+from ._interop import is_dask, is_jax, is_torch, native
 from ._xp import (
+    as_array,
     astype,
     check_float,
+    check_integer,
+    detach,
     device,
     index_dtype,
     namespace_of,
     same_namespace,
     shape_str,
 )
-from .losses._rowwise import check_index_dtype, check_target_rows, index_target, index_values
+from .losses._rowwise import (
+    check_index_dtype,
+    check_target_rows,
+    index_target,
+    index_values,
+)
 
 __all__ = ["mine_negatives"]
 
@@ -107,22 +116,29 @@ def _check_k(fn: str, k: Any) -> int:
     return k
 
 
-def _positives(xp: Namespace, t: Array, n: int, c: int) -> Array:
-    """(N, C) bool: class c is a positive of row n (an entry of t[n] before its first -1).
+def _positives(xp: Namespace, t: Array, n: int, c: int, fn: str = "mine_negatives") -> Array:
+    """(N, C) bool: class c is a positive of row n (an entry of t[n] before its first -1)."""
+    idt = index_dtype(xp)
+    every = xp.broadcast_to(xp.arange(c, dtype=idt, device=device(t))[None, :], (n, c))
+    return _member(xp, t, n, c, every, fn)
+
+
+def _member(xp: Namespace, t: Array, n: int, c: int, cls: Array, fn: str) -> Array:
+    """(N, Q) bool: class cls[n, q] (in [0, C)) is a positive of row n.
 
     Row n's positives become keys n·(C + 1) + t (invalid slots n·(C + 1) + C, matching no
     class), so that sorting each row sorts the flattened keys globally; one ``searchsorted``
-    of every key n·(C + 1) + c then finds the classes present, without an (N, K, C) mask."""
+    of every key n·(C + 1) + cls then finds the classes present, without an (N, K, C) mask."""
     dev = device(t)
     kt = t.shape[1]
     if kt == 0 or n == 0:
-        return xp.zeros((n, c), dtype=xp.bool, device=dev)
+        return xp.zeros(tuple(cls.shape), dtype=xp.bool, device=dev)
     # the keys in the namespace's widest index dtype (int32 targets would overflow from
     # N·(C + 1) >= 2**31, e.g. 2148 rows of 10**6 classes)
     idt = index_dtype(xp)
     if n * (c + 1) > xp.iinfo(idt).max:
         raise XMarginValueError(
-            f"mine_negatives: N·(C + 1) = {n * (c + 1)} search keys exceed {idt}, this "
+            f"{fn}: N·(C + 1) = {n * (c + 1)} search keys exceed {idt}, this "
             "namespace's index dtype (JAX without x64: enable jax_enable_x64, or mine fewer "
             "rows per call)"
         )
@@ -132,10 +148,10 @@ def _positives(xp: Namespace, t: Array, n: int, c: int) -> Array:
     valid = slots[None, :] < first_neg[:, None]
     base = xp.arange(n, dtype=idt, device=dev)[:, None] * (c + 1)
     keys = xp.reshape(xp.sort(base + xp.where(valid, t, c), axis=1), (-1,))
-    queries = xp.reshape(base + xp.arange(c, dtype=idt, device=dev)[None, :], (-1,))
+    queries = xp.reshape(base + astype(xp, cls, idt), (-1,))
     at = astype(xp, xp.searchsorted(keys, queries), idt)
     at = xp.where(at < n * kt, at, n * kt - 1)  # past the end: compare with the last key
-    return xp.reshape(xp.take(keys, at) == queries, (n, c))
+    return xp.reshape(xp.take(keys, at) == queries, tuple(cls.shape))
 
 
 def _select(xp: Namespace, x: Array, is_pos: Array, k: int) -> Array:
@@ -209,3 +225,146 @@ def _dask(input: Array, target: Array, *, n: int, c: int, kt: int, k: int, matri
     out = da.blockwise(block, "ij", x, "ij", t, "ik", dtype=np.int64, concatenate=True,
                        adjust_chunks={"j": k}, meta=np.empty((0, 0), np.int64))  # fmt: skip
     return out if matrix else da.reshape(out, (k,))
+
+
+# --------------------------------------------------------------------------------------------
+# multilabel_margin_loss(..., negatives=...): the hinge on the gathered (N, K + M) problem
+# --------------------------------------------------------------------------------------------
+def check_negatives(fn: str, negatives: Any, n: int, matrix: bool) -> int | Array:
+    """``negatives`` (not None) checked for its type and shape: an int k >= 1, or an integer
+    array of candidate classes, (N, M) for (N, C) scores ((M,) for a (C,) vector). Its values
+    are checked (or made NaN rows) by :func:`candidates`."""
+    if isinstance(negatives, numbers.Number):  # (a bool is refused by _check_k)
+        if isinstance(negatives, numbers.Integral):
+            return _check_k_named(fn, negatives)
+        raise XMarginTypeError(
+            f"{fn}: argument 'negatives' must be None, an int k >= 1 or an integer array of "
+            f"candidate classes, got {type(negatives).__name__} {negatives!r}"
+        )
+    arr = native(as_array(fn, "negatives", negatives))
+    shape = tuple(arr.shape)
+    want = f"(N, M) with N = {n}" if matrix else "(M,)"
+    if (matrix and (len(shape) != 2 or shape[0] != n)) or (not matrix and len(shape) != 1):
+        raise XMarginValueError(
+            f"{fn}: argument 'negatives' must be an int k or an array of candidate classes of "
+            f"shape {want} (-1 for padding), got shape {shape_str(shape)}"
+        )
+    check_integer(fn, "negatives", namespace_of(fn, "negatives", arr), arr, "class indices")
+    return arr
+
+
+def _check_k_named(fn: str, k: Any) -> int:
+    try:
+        return _check_k(fn, k)
+    except (XMarginTypeError, XMarginValueError) as exc:  # the loss calls it 'negatives'
+        raise type(exc)(str(exc).replace("argument 'k'", "argument 'negatives'")) from None
+
+
+def candidates(
+    fn: str, xp: Namespace, input: Array, x: Array, t: Array, negatives: int | Array
+) -> Array:
+    """Each row's negative classes as (N, M) indices, distinct, none of them a positive of
+    the row, -1 in the other slots; -2 in every slot of a row holding an out-of-range
+    candidate that was not checked (value checks off, ``jax.jit``): the loss makes it NaN.
+    ``x`` (N, C) scores, ``t`` (N, K) targets in the index dtype (out-of-range values
+    allowed: their row is NaN anyway)."""
+    n, c = x.shape
+    clean_t = xp.where(t < c, t, -1)  # (a bad row's mined set does not matter: it is NaN)
+    if isinstance(negatives, int):
+        return _select(xp, detach(x), _positives(xp, clean_t, n, c, fn), negatives)
+    m = negatives.shape[-1]
+    cand, bad = index_values(
+        fn, xp, input, negatives, (n, m), -1, c, f"candidate classes of an input with C = {c}",
+        name="negatives",
+    )  # fmt: skip
+    if m == 0 or n == 0:
+        return cand
+    # sorted, a repeat becomes -1; so does a positive of the row
+    cand = xp.sort(cand, axis=1)
+    repeat = xp.concat(
+        [xp.zeros((n, 1), dtype=xp.bool, device=device(cand)), cand[:, 1:] == cand[:, :-1]],
+        axis=1,
+    )
+    member = _member(xp, clean_t, n, c, xp.where(cand >= 0, cand, 0), fn)
+    cand = xp.where((cand >= 0) & ~repeat & ~member, cand, -1)
+    return cand if bad is None else xp.where(bad[:, None], -2, cand)
+
+
+def gather_problem(
+    xp: Namespace,
+    x: Array,
+    t: Array,
+    cand: Array,
+    w: Array | None,
+    v: Array | None,
+) -> tuple[Array, Array, Array | None, Array | None, Array]:
+    """The (N, K + M) hinge problem of the positives and the candidates, for the kernels.
+
+    Row n's scores are ``[x[t_n0], …, x[t_nK-1], x[s_n0], …, x[s_nM-1]]`` and its targets
+    ``[0, …, K−1]`` up to its first negative value, then a marker column (-2, a NaN row, for a
+    row that holds an out-of-range target or candidate). Slots that stand for no class (after
+    the terminator, candidate padding) hold −inf: such a "negative" is below every threshold
+    and forms no pair, whatever the positive's score, and −inf is no NaN. A row with no
+    candidate keeps no positive either (its loss is 0 by definition; its NaN positive must not
+    meet a −inf slot). Weights become per-slot (N, K + M) arrays: ``w`` of each positive's
+    class, ``v`` of each candidate's. Returns (scores, targets, weights, neg weights, the
+    class of every slot (-1: none), for :func:`scatter_rows`)."""
+    n, c = x.shape
+    kt, m = t.shape[1], cand.shape[1]
+    dev = device(x)
+    idt = index_dtype(xp)
+    slots = xp.arange(kt, dtype=idt, device=dev)[None, :]
+    first_neg = xp.min(xp.where(t < 0, slots, kt), axis=1, keepdims=True) if kt else None
+    none = xp.zeros((n, 0), dtype=xp.bool, device=dev)
+    bad_t = xp.any((t < -1) | (t >= c), axis=1) if kt else xp.any(none, axis=1)
+    is_pos = (slots < first_neg) & (t < c) if kt else none
+    pos_cls = xp.where(is_pos, t, -1)
+    bad_rows = (bad_t | xp.any(cand == -2, axis=1)) if m else bad_t
+    cand = xp.where(cand >= 0, cand, -1)
+    has_cand = xp.any(cand >= 0, axis=1) if m else xp.zeros((n,), dtype=xp.bool, device=dev)
+    cols = xp.concat([pos_cls, cand], axis=1)
+    safe = xp.where(cols >= 0, cols, 0)
+    xg = xp.where(cols >= 0, xp.take_along_axis(x, safe, axis=1), -xp.inf)
+    marker = -1 - astype(xp, bad_rows, idt)[:, None]  # -2: a NaN row
+    tg = xp.where(is_pos & has_cand[:, None], slots, -1)
+    tg = xp.concat([astype(xp, tg, idt), marker], axis=1)
+
+    def per_slot(weight: Array | None, keep: Array) -> Array | None:
+        if weight is None:
+            return None
+        return xp.where(keep, xp.reshape(xp.take(weight, xp.reshape(safe, (-1,))), (n, kt + m)), 0)
+
+    first = xp.concat([is_pos, xp.zeros((n, m), dtype=xp.bool, device=dev)], axis=1)
+    wg = per_slot(w, first)
+    vg = per_slot(v, ~first & (cols >= 0))
+    return xg, tg, wg, vg, cols
+
+
+def scatter_rows(xp: Namespace, cols: Array, g: Array, c: int) -> Array:
+    """The adjoint of the gather: (N, C) zeros plus ``g`` (N, S) added at classes ``cols``
+    (-1: nowhere; a class met twice, a duplicated target, adds up)."""
+    n, s = g.shape
+    keep = cols >= 0
+    g = xp.where(keep, g, 0)
+    col = xp.where(keep, cols, 0)
+    dev = device(g)
+    if is_torch(g):
+        import torch
+
+        out = torch.zeros((n, c), dtype=g.dtype, device=g.device)
+        return out.scatter_add_(1, col.to(torch.int64), g)
+    if is_jax(g):
+        rows = xp.broadcast_to(xp.arange(n, dtype=col.dtype)[:, None], (n, s))
+        return xp.zeros((n, c), dtype=g.dtype).at[rows, col].add(g)
+    mod = type(g).__module__.split(".")[0]
+    if mod in ("numpy", "cupy"):
+        lib = sys.modules[mod]
+        flat = (lib.arange(n, dtype=lib.int64)[:, None] * c + col).ravel()
+        out = lib.bincount(flat, weights=g.ravel(), minlength=n * c)
+        return out.reshape(n, c).astype(g.dtype)
+    # any other namespace: one class-wide select per slot, O(N·C·S)
+    classes = xp.arange(c, dtype=col.dtype, device=dev)[None, :]
+    out = xp.zeros((n, c), dtype=g.dtype, device=dev)
+    for j in range(s):
+        out = out + xp.where(classes == col[:, j : j + 1], g[:, j : j + 1], 0)
+    return out

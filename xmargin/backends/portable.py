@@ -29,7 +29,9 @@ their sum over the negative classes j. Gradients:
 with B0_c the count of negatives above thr_c and G_c = Σ_{x_j > thr_c} (x_j − thr_c) =
 Σ d_j + Σ_q δ_q·B0_q over the negatives and positive thresholds above thr_c: suffix sums of
 the same sorted row. A second argsort (of the permutation) maps the sorted quantities back to
-classes. Multiplicities come from one flat sort of integer keys ``row·(C+1) + target`` and two
+classes. Negative weights v (``neg_weight``, (C,) or (N, C)) multiply each negative's sum
+and its gradient, and B0_c, G_c become Σ v_j and Σ v_j·(x_j − thr_c) over the same negatives;
+a negative of weight 0 is left out of the sorted sums like a positive. Multiplicities come from one flat sort of integer keys ``row·(C+1) + target`` and two
 ``searchsorted`` calls, exact for duplicates. Sums accumulate in float64 where the device has
 it (float32 otherwise). A row holding a target outside [-1, C) gets NaN loss and gradient.
 """
@@ -105,19 +107,28 @@ def hinge(
     p: int,
     weight: Array | None,
     want_grad: bool,
+    neg_weight: Array | None = None,
 ) -> tuple[Array, Array | None]:
-    """Array-API code on arrays of any namespace and device: ``weight`` (C,) per-class
-    weights of the positives in ``x``'s dtype, or None; ``loss_raw`` (N,) and ``grad_raw``
-    (N, C) in the accumulation dtype (:func:`accumulation_dtype`: float64 where the namespace
-    has it on ``x``'s device, else float32)."""
+    """Array-API code on arrays of any namespace and device: ``weight`` and ``neg_weight``
+    (C,) or (N, C) weights of the positives and negatives, or None; ``loss_raw`` (N,) and
+    ``grad_raw`` (N, C) in the accumulation dtype (:func:`accumulation_dtype`: float64 where
+    the namespace has it on ``x``'s device, else float32)."""
+    kw = {"margin": margin, "p": p, "weight": weight, "neg_weight": neg_weight}
     if is_numpy_array(x):  # inf − inf and 0·inf in branches that where() discards
         with np.errstate(invalid="ignore", over="ignore"):
-            return _hinge(x, t, margin=margin, p=p, weight=weight, want_grad=want_grad)
-    return _hinge(x, t, margin=margin, p=p, weight=weight, want_grad=want_grad)
+            return _hinge(x, t, want_grad=want_grad, **kw)
+    return _hinge(x, t, want_grad=want_grad, **kw)
 
 
 def _hinge(
-    x: Array, t: Array, *, margin: float, p: int, weight: Array | None, want_grad: bool
+    x: Array,
+    t: Array,
+    *,
+    margin: float,
+    p: int,
+    weight: Array | None,
+    neg_weight: Array | None,
+    want_grad: bool,
 ) -> tuple[Array, Array | None]:
     xp = array_namespace(x, t)
     n, c = x.shape
@@ -139,7 +150,11 @@ def _hinge(
     is_pos = ~is_neg
     w = xp.astype(mult, acc)
     if weight is not None:
-        w = w * xp.reshape(xp.astype(weight, acc), (1, c))
+        w = w * xp.reshape(xp.astype(weight, acc), (-1, c))
+    # a negative of weight 0 forms no pair: it leaves the sums like a positive (it stays a
+    # negative for the NaN rule above)
+    v = None if neg_weight is None else xp.reshape(xp.astype(neg_weight, acc), (-1, c))
+    paired = is_neg if v is None else is_neg & (v != 0)
     thr = xf - margin
     zeros = xp.zeros((n, c), dtype=acc, device=dev)
 
@@ -154,7 +169,9 @@ def _hinge(
 
     vals = in_sorted_order(xf, thr)  # the sorted keys
     pt = in_sorted_order(xp.zeros((n, c), dtype=xp.bool, device=dev), is_pos)  # positive thr
-    neg_s = in_sorted_order(is_neg, xp.zeros((n, c), dtype=xp.bool, device=dev))  # negatives
+    neg_s = in_sorted_order(paired, xp.zeros((n, c), dtype=xp.bool, device=dev))  # negatives
+    # each negative's weight at its sorted slot (1 without neg_weight)
+    vs = None if v is None else in_sorted_order(xp.broadcast_to(v, (n, c)), zeros)
     wv = in_sorted_order(zeros, w)
     # the positive thresholds in ascending order (+inf after them), and at every sorted slot
     # the number r of them up to it and the largest of them before it
@@ -178,6 +195,8 @@ def _hinge(
             xp.where(pt, 2.0 * times(gap, s1 - step1) + gap * gap * a0_before, 0.0), axis=1
         )
         per_slot = xp.where(violated, a0 * d * d + 2.0 * times(d, s1) + s2, 0.0)
+    if vs is not None:  # Σ_j v_j · (the negative's sum over its violated thresholds)
+        per_slot = xp.where(violated, vs * per_slot, 0.0)
     loss = xp.sum(per_slot, axis=1)
     loss = xp.where(nan_rows, xp.full((n,), nan, dtype=acc, device=dev), loss)
     if not want_grad:
@@ -186,17 +205,30 @@ def _hinge(
     inv = xp.argsort(perm, axis=1)  # sorted position of every key
     cls_pos, thr_pos = inv[:, :c], inv[:, c:]
     g_neg_s = a0 if p == 1 else 2.0 * lin
+    if vs is not None:
+        g_neg_s = vs * g_neg_s
     g_neg = xp.take_along_axis(xp.where(violated, g_neg_s, 0.0), cls_pos, axis=1)
 
     def after(v: Array) -> Array:
         """Σ of v over the slots strictly after each slot."""
         return xp.sum(v, axis=1, keepdims=True) - xp.cumulative_sum(v, axis=1)
 
+    def suffix_after(v: Array) -> Array:
+        """Σ of v over the slots strictly after each slot, summed from the right."""
+        rev = xp.cumulative_sum(xp.flip(v, axis=1), axis=1, include_initial=True)
+        return xp.flip(rev[:, :-1], axis=1)
+
     negf = xp.astype(neg_s, acc)
-    b0 = after(negf)  # negatives above each slot
+    if vs is not None:  # the histogram counts each negative with its weight
+        negf = xp.where(neg_s, vs, 0.0)
+        d = negf * d
+    # (weighted) negatives above each slot; weighted, as a sum from the right, exactly 0 above
+    # the last negative (total − prefix is not, and would meet an infinite gap in times())
+    b0 = after(negf) if vs is None else suffix_after(negf)
     if p == 1:
         g_pos = -w * xp.take_along_axis(b0, thr_pos, axis=1)
     else:
+        # Σ_{j above thr_c} v_j (x_j − thr_c) = Σ v_j·d_j + Σ_q δ_q · (Σ v above q)
         spread = after(d) + after(xp.where(pt, times(gap, b0), 0.0))
         g_pos = -2.0 * w * xp.take_along_axis(spread, thr_pos, axis=1)
         g_pos = xp.where(xp.take_along_axis(b0, thr_pos, axis=1) > 0, g_pos, 0.0)

@@ -34,8 +34,12 @@ def rowwise_dask(
     weight: Array | None,
     argnums: tuple[int, ...],
     options: dict[str, Any],
+    neg_weight: Array | None = None,
+    candidates: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    """``impl`` (the eager implementation of a row-wise loss) mapped over batch chunks."""
+    """``impl`` (the eager implementation of a row-wise loss) mapped over batch chunks;
+    ``neg_weight`` (C,) is passed whole to every chunk like ``weight``, ``candidates``
+    (N, M) (``negatives=`` of multilabel_margin_loss) chunk by chunk like the target."""
     import dask.array as da
     import numpy as np
 
@@ -48,23 +52,31 @@ def rowwise_dask(
     t = da.reshape(da.asarray(target), t_shape)
     t = t.rechunk((rows,) + ((-1,) if t.ndim == 2 else ()))
     t_index = "ik" if t.ndim == 2 else "i"
-    w = None if weight is None else da.asarray(weight).rechunk(-1)
+    shared = {name: da.asarray(a).rechunk(-1)
+              for name, a in (("weight", weight), ("neg_weight", neg_weight)) if a is not None}
+    cand = None
+    if candidates is not None:
+        cand = da.reshape(da.asarray(candidates), (n, -1)).rechunk((rows, -1))
     dtype = input.dtype
     # chunks hand back float32 (float64 for float64 input) so the reduction across rows and
     # the gradient's scaling accumulate as the eager path does; one cast to dtype at the end
     acc = np.dtype(compute_dtype(np, dtype))
 
-    def block(xb, tb, *wb):
+    def block(xb, tb, *ops):
+        kw = dict(zip(shared, ops[len(ops) - len(shared):], strict=True))
+        if cand is not None:
+            kw["negatives"] = ops[0]
         with scoped_options(check_values=False):
-            loss, grads = impl(xb, tb, reduction="none", weight=wb[0] if wb else None,
-                               argnums=argnums, **options)  # fmt: skip
+            loss, grads = impl(xb, tb, reduction="none", argnums=argnums, **kw, **options)
         loss = np.reshape(np.asarray(loss), (-1,)).astype(acc)
         if not want_grad:
             return loss
         g = np.reshape(np.asarray(grads[0]), (len(loss), -1)).astype(acc)
         return np.concatenate([loss[:, None], g], axis=1)
 
-    args = [x, "ij", t, t_index] + ([] if w is None else [w, "j"])
+    args = [x, "ij", t, t_index] + ([] if cand is None else [cand, "im"])
+    for a in shared.values():
+        args += [a, "j"]
     if want_grad:
         out = da.blockwise(block, "ij", *args, dtype=acc, concatenate=True,
                            adjust_chunks={"j": c + 1}, meta=np.empty((0, 0), acc))  # fmt: skip

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .._config import check_values_enabled
+from .._config import check_values_enabled, readable
 from .._errors import XMarginValueError
 from .._interop import is_jax, is_torch, namespace, native
 from .._xp import (
@@ -87,33 +87,60 @@ def check_index_dtype(fn: str, target: Array) -> None:
     check_integer(fn, "target", namespace(target), target, "class indices")
 
 
-def class_weight(fn: str, xp: Any, input: Array, weight: Any, c: int, dtype: Any) -> Array | None:
-    """A (C,) per-class weight in the compute dtype, or None."""
+def class_weight(
+    fn: str, xp: Any, input: Array, weight: Any, c: int, dtype: Any, name: str = "weight"
+) -> Array | None:
+    """A (C,) per-class weight (argument ``name``) in the compute dtype, or None."""
     if weight is None:
         return None
-    weight = same_namespace(fn, xp, "input", input, "weight", weight)
-    check_real_dtype(fn, "weight", xp, weight)
+    weight = same_namespace(fn, xp, "input", input, name, weight)
+    check_real_dtype(fn, name, xp, weight)
     if requires_grad(weight):
         raise XMarginValueError(
-            f"{fn}: argument 'weight' requires grad, but the per-class weight is a constant here "
-            "(as in PyTorch, whose backward would fail: the derivative for 'weight' is not "
-            "implemented); pass weight.detach()"
+            f"{fn}: argument '{name}' requires grad, but the per-class weight is a constant "
+            "here (as in PyTorch, whose backward would fail: the derivative for 'weight' is not "
+            f"implemented); pass {name}.detach()"
         )
     if weight.ndim != 1:
         raise XMarginValueError(
-            f"{fn}: weight must be one-dimensional: argument 'weight' must have shape (C,) = "
+            f"{fn}: {name} must be one-dimensional: argument '{name}' must have shape (C,) = "
             f"({c},), got shape {shape_str(tuple(weight.shape))}"
         )
     if weight.shape[0] != c:
         raise XMarginValueError(
-            f"{fn}: inconsistent weight size, expected {c} but got "
-            f"{shape_str(tuple(weight.shape))} (argument 'weight' must have one entry per class)"
+            f"{fn}: inconsistent {name} size, expected {c} but got "
+            f"{shape_str(tuple(weight.shape))} (argument '{name}' must have one entry per class)"
         )
     return astype(xp, weight, dtype)
 
 
+def check_weight_values(fn: str, xp: Any, w: Array, name: str) -> Array | None:
+    """Every weight of ``w`` must be finite and >= 0. With value checks on, where values can be
+    read, the first culprit raises; otherwise (checks off, ``jax.jit``) nothing is read and the
+    0-d flag "some weight is bad" comes back, for the caller to make every row NaN (None: all
+    checked)."""
+    bad = xp.any(~xp.isfinite(w) | (w < 0))
+    if not check_values_enabled(w) or not readable(bad):
+        return bad
+    if not bool(bad):
+        return None
+    flags = ~xp.isfinite(w) | (w < 0)
+    first = int(xp.argmax(astype(xp, flags, xp.int8)))
+    raise XMarginValueError(
+        f"{fn}: argument '{name}' must hold finite weights >= 0, got {name}[{first}] = "
+        f"{float(w[first])}"
+    )
+
+
 def _as_indices(
-    fn: str, xp: Any, input: Array, target: Array, low: int, high: int, what: str | None
+    fn: str,
+    xp: Any,
+    input: Array,
+    target: Array,
+    low: int,
+    high: int,
+    what: str | None,
+    name: str = "target",
 ) -> tuple[Array, bool]:
     """``target`` in ``input``'s namespace and index dtype, out-of-range values kept out of
     range through every cast (:func:`fit_indices`); unless ``what`` (how an error names the
@@ -125,14 +152,16 @@ def _as_indices(
     if xp_t is not xp and xp_t.iinfo(target.dtype).bits > xp.iinfo(idx).bits:
         # the conversion itself would narrow (int64 into JAX's int32 without x64): check, or
         # keep out-of-range values out of range, in the target's own namespace first
-        checked = what is not None and check_index_range(fn, xp_t, target, low, high, what)
+        checked = what is not None and check_index_range(
+            fn, xp_t, target, low, high, what, name
+        )
         if not checked:
             width = xp_t.int32 if xp.iinfo(idx).bits == 32 else xp_t.int64
             target = fit_indices(xp_t, target, low, high, width)
-        return same_namespace(fn, xp, "input", input, "target", target), checked
+        return same_namespace(fn, xp, "input", input, name, target), checked
     # convert first (device and namespace errors before any value is read)
-    target = same_namespace(fn, xp, "input", input, "target", target)
-    checked = what is not None and check_index_range(fn, xp, target, low, high, what)
+    target = same_namespace(fn, xp, "input", input, name, target)
+    checked = what is not None and check_index_range(fn, xp, target, low, high, what, name)
     return (target if checked else fit_indices(xp, target, low, high, idx)), checked
 
 
@@ -145,8 +174,10 @@ def index_values(
     low: int,
     high: int,
     what: str,
+    name: str = "target",
 ) -> tuple[Array, Array | None]:
-    """``target`` (an integer array of any namespace) as indices of ``input``'s namespace and
+    """``target`` (an integer array of any namespace; an error calls it argument ``name``) as
+    indices of ``input``'s namespace and
     device, in its index dtype (int64; int32 on JAX without x64), of ``shape``; and the rows
     (first axis) holding a value outside [low, high), or None.
 
@@ -156,7 +187,7 @@ def index_values(
     caller to make NaN.
     """
     check = check_values_enabled(target)
-    t, checked = _as_indices(fn, xp, input, target, low, high, what if check else None)
+    t, checked = _as_indices(fn, xp, input, target, low, high, what if check else None, name)
     t = xp.reshape(astype(xp, t, index_dtype(xp)), shape)
     if checked:
         return t, None

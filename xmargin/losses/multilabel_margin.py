@@ -8,12 +8,14 @@ from .. import backends
 from .._config import readable
 from .._interop import compute_dtype, is_dask, is_torch
 from .._xp import astype, compiling, requires_grad, same_namespace
+from ..negatives import candidates, check_negatives, gather_problem, scatter_rows
 from ._dask import rowwise_dask
 from ._public import public_loss
 from ._rowwise import (
     check_index_dtype,
     check_on_nan,
     check_target_rows,
+    check_weight_values,
     class_weight,
     finish,
     index_target,
@@ -36,6 +38,8 @@ def _multilabel_margin_loss(
     margin: float = 1.0,
     p: int = 1,
     weight: Array | None = None,
+    neg_weight: Array | None = None,
+    negatives: int | Array | None = None,
     backend: str | None = None,
     argnums: tuple[int, ...] = (),
 ) -> tuple[Array, tuple[Array, ...]]:
@@ -70,6 +74,8 @@ def _multilabel_margin_loss(
     if (  # the thin torch path: the common eager call, in O(1) Python work
         not argnums
         and weight is None
+        and neg_weight is None
+        and negatives is None
         and (backend is None or backend == "numba")  # (others: the general path resolves)
         and size_average is None
         and reduce is None
@@ -89,7 +95,10 @@ def _multilabel_margin_loss(
     check_target_rows(fn, target, n, tuple(input.shape))
     cd = compute_dtype(xp, input.dtype)
     w = class_weight(fn, xp, input, weight, c, cd)
+    v = class_weight(fn, xp, input, neg_weight, c, cd, name="neg_weight")
     check_index_dtype(fn, target)
+    poison = None if v is None else check_weight_values(fn, xp, v, "neg_weight")
+    neg = None if negatives is None else check_negatives(fn, negatives, n, matrix)
     k = t_shape[-1] if t_shape else 1
     if is_dask(input):  # lazily, batch chunk by batch chunk (each chunk picks its backend)
         if backend is not None:
@@ -97,8 +106,10 @@ def _multilabel_margin_loss(
         target = same_namespace(fn, xp, "input", input, "target", target)
         return rowwise_dask(
             _multilabel_margin_loss, input, target, n=n, c=c, t_shape=(n, k), reduction=red,
-            matrix_out=matrix, weight=w, argnums=argnums,
-            options={"margin": margin, "p": p, "backend": backend},
+            matrix_out=matrix, weight=w, neg_weight=v, argnums=argnums,
+            candidates=None if neg is None or isinstance(neg, int) else neg,
+            options={"margin": margin, "p": p, "backend": backend}
+            | ({"negatives": neg} if isinstance(neg, int) else {}),
         )  # fmt: skip
     if compiling():  # torch.compile: resolved once, at trace time
         from ..adapters.torch_compile import backend_while_compiling
@@ -113,14 +124,19 @@ def _multilabel_margin_loss(
     verify = check_on_nan(fn, target, -1, c, f"targets of an input with C = {c}")
     # half precision goes to the backends that read it natively, the others get float32
     x = xp.reshape(input if chosen.half_precision else astype(xp, input, cd), (n, c))
-    if is_torch(x) and compiling():  # one opaque torch.library op in the graph
+    if poison is not None:  # an unchecked bad neg_weight: every row NaN, without a sync
+        x = xp.where(poison, xp.nan, x)
+    # negatives: the hinge runs on the positives and each row's chosen negatives, gathered
+    cand = None if neg is None else candidates(fn, xp, input, x, t, neg)
+    plain = v is None and cand is None
+    if is_torch(x) and compiling() and plain:  # one opaque torch.library op in the graph
         from ..adapters.torch_compile import pairwise_hinge
 
         want_grad = bool(argnums) or (requires_grad(x) and not chosen.recomputes_grad(x.dtype))
         loss_raw, grad_raw = pairwise_hinge(x, t, margin, p, w, want_grad, chosen.name)
         return finish(xp, loss_raw, grad_raw if argnums else None, c=c, reduction=red,
                       matrix_out=matrix, input=input)  # fmt: skip
-    if is_torch(x) and not argnums:
+    if is_torch(x) and not argnums and plain:
         from ..adapters import torch as adapter
 
         if adapter.plain_eager():  # the thin path: one autograd node, reduction included
@@ -132,16 +148,29 @@ def _multilabel_margin_loss(
     fold = chosen.scales_grad and bool(argnums)  # value_and_grad: scale inside the kernel
     factor = (1.0 / (n * c) if red == "mean" and n else 1.0 / c) if fold else None
 
-    def core(x, t, w, want_grad, grad_scale=None):
+    def core(x, t, *ops, want_grad, grad_scale=None):
+        cand, w, v = ops if len(ops) == 3 else (None, *ops)
         kw = {} if grad_scale is None else {"grad_scale": grad_scale}
         if want_grad and factor is not None:
             kw["grad_scale"] = factor
-        loss, grad = hinge(x, t, margin=margin, p=p, weight=w, want_grad=want_grad, **kw)
+        if cand is None:
+            if v is not None:
+                kw["neg_weight"] = v
+            loss, grad = hinge(x, t, margin=margin, p=p, weight=w, want_grad=want_grad, **kw)
+        else:  # the gathered problem, its gradient scattered back to the C classes
+            xg, tg, wg, vg, cols = gather_problem(xp, x, t, cand, w, v)
+            if vg is not None:
+                kw["neg_weight"] = vg
+            loss, grad = hinge(xg, tg, margin=margin, p=p, weight=wg, want_grad=want_grad, **kw)
+            if grad is not None:  # a NaN row is NaN in every class, as without negatives
+                grad = scatter_rows(xp, cols, grad, c)
+                grad = xp.where(xp.isnan(loss)[:, None], xp.nan, grad)
         # autograd and JAX's custom_vjp want cotangents in the primal's dtype
         return astype(xp, loss, cd), None if grad is None else astype(xp, grad, x.dtype)
 
+    rows = (t,) if cand is None else (t, cand)
     loss_raw, grad_raw = run_core(
-        core, x, (t,), (w,), want_grad=bool(argnums), recompute=chosen.recomputes_grad(x.dtype)
+        core, x, rows, (w, v), want_grad=bool(argnums), recompute=chosen.recomputes_grad(x.dtype)
     )
     loss_raw = astype(xp, loss_raw, cd)
     if verify is not None:
