@@ -27,7 +27,9 @@ CLASSES = [
     "HingeEmbeddingLoss",
     "MarginRankingLoss",
 ]
-EXTRA_KEYWORDS = {"multilabel_margin_loss": ["margin", "p", "weight", "backend"]}
+EXTRA_KEYWORDS = {
+    "multilabel_margin_loss": ["margin", "p", "weight", "neg_weight", "negatives", "backend"]
+}
 
 
 def _params(fn):
@@ -54,7 +56,7 @@ def test_class_signature_matches_torch(name):
     torch = pytest.importorskip("torch")
     ours = _params(getattr(xmargin, name).__init__)[1:]
     theirs = _params(getattr(torch.nn, name).__init__)[1:]
-    extra = ["margin", "p", "weight", "backend"] if name == "MultiLabelMarginLoss" else []
+    extra = EXTRA_KEYWORDS["multilabel_margin_loss"] if name == "MultiLabelMarginLoss" else []
     assert [(n, d) for n, _, d in ours if n not in extra] == [(n, d) for n, _, d in theirs]
 
 

@@ -29,8 +29,8 @@ Parameter = inspect.Parameter
 
 #: PyTorch's legacy arguments: folded into ``reduction`` when a loss is built, never kept
 LEGACY = ("size_average", "reduce")
-#: options that hold an array (a registered buffer in xmargin.nn)
-ARRAYS = ("weight",)
+#: options that hold an array (a registered buffer in xmargin.nn; a Keras config keeps a list)
+ARRAYS = ("weight", "neg_weight")
 
 # an option's check when a loss is built: (class name, value) -> the value kept
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {

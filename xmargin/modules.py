@@ -97,10 +97,14 @@ class MultiLabelMarginLoss(_Loss, spec=_specs.SPEC["MultiLabelMarginLoss"]):
 
     >>> import numpy as np, xmargin
     >>> loss = xmargin.MultiLabelMarginLoss(margin=0.5, p=2)
-    >>> loss
-    MultiLabelMarginLoss(reduction='mean', margin=0.5, p=2, weight=None, backend=None)
+    >>> loss  # doctest: +NORMALIZE_WHITESPACE
+    MultiLabelMarginLoss(reduction='mean', margin=0.5, p=2, weight=None, neg_weight=None,
+                         negatives=None, backend=None)
     >>> round(float(loss(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([[3, 0]]))), 6)
     0.2525
+    >>> hard = xmargin.MultiLabelMarginLoss(negatives=1)   # each row's hardest negative only
+    >>> round(float(hard(np.array([[0.1, 0.2, 0.4, 0.8]]), np.array([[3, 0, -1, 1]]))), 6)
+    0.475
     """
 
     __slots__ = ()
