@@ -20,6 +20,9 @@ IDX = RNG.integers(-1, 5, size=(6, 5))
 IDX_NARROW = RNG.integers(-1, 5, size=(6, 2))
 CLS = RNG.integers(0, 5, size=6)
 W = RNG.uniform(0.5, 2.0, size=5)
+V = RNG.uniform(0.25, 3.0, size=5)
+# candidate negatives: repeats, -1 padding anywhere, some the row's own positives
+CAND = RNG.integers(-1, 5, size=(6, 4))
 
 # name -> (positional arrays as NumPy, keyword options, which positional args are scores)
 CASES = {
@@ -38,6 +41,18 @@ CASES = {
         "multilabel_margin_loss",
         (X, IDX_NARROW),
         {"margin": 0.3, "p": 2, "weight": W},
+        (0,),
+    ),
+    "multilabel_margin_mined": (
+        "multilabel_margin_loss",
+        (X, IDX_NARROW),
+        {"negatives": 2, "neg_weight": V, "weight": W, "p": 2},
+        (0,),
+    ),
+    "multilabel_margin_candidates": (
+        "multilabel_margin_loss",
+        (X, IDX),
+        {"negatives": CAND, "neg_weight": V, "margin": 0.5},
         (0,),
     ),
     "hinge_embedding": ("hinge_embedding_loss", (X, PM1), {"margin": 0.7}, (0,)),
@@ -103,7 +118,8 @@ def test_half_precision_torch(case, half):
         torch.from_numpy(a).to(dtype) if a.dtype.kind == "f" else torch.from_numpy(a) for a in args
     ]
     tkw = {
-        k: (torch.from_numpy(v).to(dtype) if isinstance(v, np.ndarray) else v)
+        k: (torch.from_numpy(v).to(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+            else torch.from_numpy(v) if isinstance(v, np.ndarray) else v)  # fmt: skip
         for k, v in kwargs.items()
     }
     ref, ref_grads = _float64_reference(torch, case, name, targs, tkw, scores)
@@ -125,11 +141,11 @@ def test_half_precision_torch(case, half):
 def _float64_reference(torch, case, name, targs, tkw, scores):
     """Values and gradients of sum(loss) on the (rounded) inputs in float64, from
     torch.nn.functional, or from the literal-loop oracle for options PyTorch lacks."""
-    if case == "multilabel_margin_options":
+    if case.startswith("multilabel_margin_"):
         x = targs[0].double().numpy()
-        losses, grads = oracle.multilabel_margin(
-            x, targs[1].numpy(), margin=tkw["margin"], p=tkw["p"], weight=tkw["weight"].double()
-        )
+        kw = {k: (v.double().numpy() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                  else v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in tkw.items()}  # fmt: skip
+        losses, grads = oracle.multilabel_margin(x, targs[1].numpy(), **kw)
         return np.asarray(losses), [np.asarray(grads)]
     a64 = [a.double() if a.is_floating_point() else a for a in targs]
     for i in scores:

@@ -124,9 +124,9 @@ def as_torch(a: Any) -> Any:
 
 def on_host_arrays(hinge_numpy: Any, x: Any, t: Any, **kw: Any) -> tuple[Any, Any | None]:
     """A NumPy kernel of the hinge contract called on CPU arrays of any framework: its array
-    arguments (``x``, ``t``, and ``weight``/``grad_scale`` when they are arrays) as zero-copy
-    NumPy views, its results back in ``x``'s namespace."""
-    for name in ("weight", "grad_scale"):
+    arguments (``x``, ``t``, and ``weight``/``neg_weight``/``grad_scale`` when they are
+    arrays) as zero-copy NumPy views, its results back in ``x``'s namespace."""
+    for name in ("weight", "neg_weight", "grad_scale"):
         if kw.get(name) is not None and np.ndim(kw[name]) > 0:
             kw[name] = to_numpy(kw[name])
     loss, grad = hinge_numpy(to_numpy(x), to_numpy(t), **kw)

@@ -4,14 +4,16 @@ It reads NumPy arrays and torch CPU tensors (the latter through zero-copy DLPack
 and gradient come out of one pass, in O(C log T + T log T) time per sample and O(N·C) extra
 memory, accumulating in float64 whatever the input dtype.
 
-Method, for one sample with scores x (C,) and T positive slots t_1..t_T (duplicates included):
+Method, for one sample with scores x (C,), T positive slots t_1..t_T (duplicates included) and
+the row's weights (a (C,) weight is every row's, an (N, C) one row n's own):
 
 1. Thresholds thr_k = x[t_k] − margin with weights W_k = weight[t_k] (1 without weight), sorted
    ascending: τ_0 ≤ … ≤ τ_{T−1} (T log T); A0[v] = Σ_{k<v} W_k, gaps δ_u = τ_u − τ_{u−1}.
 2. Every class j is placed among the sorted thresholds: v_j = #{k : τ_k < x_j} (C log T, a
    branch-free binary search over all classes at once). The hinge W_k·max(0, x_j − τ_k) is
    strictly positive for exactly the v_j smallest thresholds. Positive classes are set to −inf
-   for this step: they land below every threshold and drop out of every sum.
+   for this step: they land below every threshold and drop out of every sum. So are negatives
+   of neg_weight V_j = 0: they form no pair, even where their hinge would be infinite.
 3. Sums are taken from the largest violated threshold, d_j = x_j − τ_{v_j−1} ≥ 0, so that no
    large terms cancel (scores of 1e6 keep full float64 accuracy):
 
@@ -19,13 +21,15 @@ Method, for one sample with scores x (C,) and T positive slots t_1..t_T (duplica
        Σ_{k<v} W_k (x_j − τ_k)²  = A0[v]·d_j² + 2·d_j·S1[v] + S2[v],
                                    S2[v] = Σ_{u<v} (2·δ_u·S1[u] + δ_u²·A0[u])
 
-   (every term ≥ 0 for non-negative weights). The loss is their sum over the negatives j; the
-   gradient of a negative is A0[v] (p = 1) or 2·(A0[v]·d_j + S1[v]) (p = 2).
-4. A histogram of v (counts, and the sums of d) gives the positives' gradients: with
-   above_u = #{j : v_j > u} (a suffix sum; x_j > τ_u ⇔ v_j > u),
+   (every term ≥ 0 for non-negative weights). The loss is their sum over the negatives j, each
+   times V_j (1 without neg_weight); the gradient of a negative is V_j·A0[v] (p = 1) or
+   2·V_j·(A0[v]·d_j + S1[v]) (p = 2).
+4. A histogram of v (counts, and the sums of d; with neg_weight the sums of V_j and V_j·d_j)
+   gives the positives' gradients: with above_u = Σ_{j : v_j > u} V_j (a suffix sum;
+   x_j > τ_u ⇔ v_j > u; a count without neg_weight),
 
        d loss / d x[t_u] = −W_u·above_u                                                (p = 1)
-       d loss / d x[t_u] = −2·W_u·(Σ_{v>u} Σ_{j: v_j=v} d_j + Σ_{m>u} δ_m·above_m)    (p = 2)
+       d loss / d x[t_u] = −2·W_u·(Σ_{v>u} Σ_{j: v_j=v} V_j·d_j + Σ_{m>u} δ_m·above_m)  (p = 2)
 
    Duplicate slots add up in their class.
 
@@ -34,8 +38,9 @@ comparison (no float32 lies strictly between the two) and halves the memory traf
 
 A zero hinge (x_j = τ_k) counts nowhere, so it has zero gradient, as in PyTorch. Infinite
 scores give the definition's results (an infinite hinge gives an infinite loss; a class that
-violates nothing adds nothing). Rows with a NaN score, a positive and a negative give NaN loss
-and gradient (DESIGN.md §3); so do rows holding a target outside [-1, C) (the kernel contract).
+violates nothing adds nothing). Rows with a NaN score, a positive and a negative (one of
+neg_weight 0 included) give NaN loss and gradient (DESIGN.md §3); so do rows holding a target
+outside [-1, C) (the kernel contract).
 The thread pool is rebuilt in a forked child (a pool's threads do not survive ``fork``).
 """
 
@@ -142,7 +147,11 @@ class _Thresholds:
         self.tc = tc = np.where(valid, t, 0)
         thr = np.take_along_axis(x, tc, axis=1).astype(np.float64) - margin
         thr = np.where(valid, thr, np.inf)  # padding sorts last and never counts
-        w_slot = np.where(valid, 1.0 if weight is None else weight[tc], 0.0)
+        if weight is None:
+            w_slot = np.where(valid, 1.0, 0.0)
+        else:  # (C,): every row's weights; (N, C): the block's own rows
+            w_t = weight[tc] if weight.ndim == 1 else np.take_along_axis(weight, tc, axis=1)
+            w_slot = np.where(valid, w_t, 0.0)
         # equal thresholds may come in any order: each sees the same scores above it
         self.order = np.argsort(thr, axis=1)
         self.ts = ts = np.take_along_axis(thr, self.order, axis=1)
@@ -186,15 +195,19 @@ def _masked_scores(
     return xc, has_nan
 
 
-def _search_path(x, th, p, cmp_dtype, grad_out):
-    """Steps 2-4 by binary search: per class bins and sums, then histogram suffix sums."""
+def _search_path(x, th, p, cmp_dtype, grad_out, neg_weight):
+    """Steps 2-4 by binary search: per class bins and sums, then histogram suffix sums.
+    ``neg_weight`` is None, (C,) or the block's (B, C) rows."""
     b, c = x.shape
     k = th.k
     ts_cmp = _round_down(th.ts, cmp_dtype)
     stride = (th.rows * (k + 1))[:, None]
     bins = b * (k + 1)
-    hist = np.zeros(bins, dtype=np.int64)  # [i, v]: negatives of row i with v thresholds below
-    hist_d = np.zeros(bins)  # ... the sum of their distances d to the largest of them
+    # [i, v]: negatives of row i with v thresholds below (the sum of their neg weights), and
+    # the sum of their (weighted) distances d to the largest of them; integer counts without
+    # neg_weight keep that path exactly as it was
+    hist = np.zeros(bins, dtype=np.int64 if neg_weight is None else np.float64)
+    hist_d = np.zeros(bins)
     loss = np.zeros(b)
     has_nan = np.zeros(b, dtype=bool)
     flat_a0, flat_s1 = th.prefix[0].ravel(), th.prefix[1].ravel()
@@ -204,7 +217,15 @@ def _search_path(x, th, p, cmp_dtype, grad_out):
     for j0 in range(0, c, chunk):
         j1 = min(c, j0 + chunk)
         xc, nan_here = _masked_scores(x[:, j0:j1], th.is_pos[:, j0:j1], cmp_dtype)
-        has_nan |= nan_here
+        has_nan |= nan_here  # a NaN negative of weight 0 still counts for the NaN rule
+        nw = None
+        if neg_weight is not None:
+            nw = neg_weight[..., j0:j1]  # (B, chunk), or (chunk,) shared by the rows
+            # weight 0: no pair, so it sits at -inf like a positive (no 0·inf where its hinge
+            # is infinite, nothing in the histogram's bins above 0)
+            zero = nw == 0
+            if zero.any():
+                np.copyto(xc, -np.inf, where=zero)
         at = _bins_below(ts_cmp, xc, stride)
         hit = at > stride  # violates at least one threshold (positives sit at -inf: never)
         a0 = flat_a0[at]
@@ -212,14 +233,24 @@ def _search_path(x, th, p, cmp_dtype, grad_out):
         d = np.where(hit, xc - flat_top[at], 0.0)  # x − its largest violated threshold, > 0
         lin = a0 * d + s1  # Σ W (x − τ) over the violated thresholds
         per_class = lin if p == 1 else a0 * d * d + 2.0 * _times(d, s1) + flat_s2[at]
+        if nw is not None:  # V_j > 0 wherever it hits: no 0·inf
+            per_class = per_class * nw
         loss += np.where(hit, per_class, 0.0).sum(axis=1)
         flat_at = at.ravel()
-        hist += np.bincount(flat_at, minlength=bins)
+        if nw is None:
+            hist += np.bincount(flat_at, minlength=bins)
+        else:
+            hist += np.bincount(
+                flat_at, weights=np.broadcast_to(nw, at.shape).ravel(), minlength=bins
+            )
+            d = d * nw
         if p == 2:
             hist_d += np.bincount(flat_at, weights=d.ravel(), minlength=bins)
         if grad_out is None:
             continue
         g = a0 if p == 1 else 2.0 * lin  # d/dx_j of the sums above
+        if nw is not None:
+            g = g * nw
         grad_out[:, j0:j1] = np.where(hit, g, 0.0)
     shape = (b, k + 1)
     above = _suffix_after(hist.reshape(shape))  # [i, u]: negatives above threshold u
@@ -232,17 +263,18 @@ def _search_path(x, th, p, cmp_dtype, grad_out):
     return loss, above, spread, has_nan
 
 
-def _block(x, t, margin, p, weight, loss_out, grad_out) -> None:
-    """Loss (and gradient) of a block of rows; writes into the given output slices."""
+def _block(x, t, margin, p, weight, neg_weight, loss_out, grad_out) -> None:
+    """Loss (and gradient) of a block of rows; writes into the given output slices. The
+    weights are None, (C,) or the block's (B, C) rows."""
     with np.errstate(invalid="ignore", over="ignore"):
-        _block_impl(x, t, margin, p, weight, loss_out, grad_out)
+        _block_impl(x, t, margin, p, weight, neg_weight, loss_out, grad_out)
 
 
-def _block_impl(x, t, margin, p, weight, loss_out, grad_out) -> None:
+def _block_impl(x, t, margin, p, weight, neg_weight, loss_out, grad_out) -> None:
     b, c = x.shape
     th = _Thresholds(x, t, margin, p, weight)
     cmp_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-    loss, n_above, spread, has_nan = _search_path(x, th, p, cmp_dtype, grad_out)
+    loss, n_above, spread, has_nan = _search_path(x, th, p, cmp_dtype, grad_out, neg_weight)
     # A NaN score poisons its row's sums. The rule (DESIGN.md §3): NaN where the row has a
     # positive and a negative, else the loss is an empty sum, 0.
     zero_rows = has_nan & ((th.n_pos == 0) | (th.n_neg == 0))
@@ -262,6 +294,16 @@ def _block_impl(x, t, margin, p, weight, loss_out, grad_out) -> None:
     grad_out[nan_rows], grad_out[zero_rows] = math.nan, 0.0
 
 
+def _weights(a: Any, n: int, c: int, name: str) -> np.ndarray | None:
+    """A weight argument as float64 NumPy, (C,) or (N, C) (exact for float32 weights)."""
+    if a is None:
+        return None
+    a = np.asarray(a, dtype=np.float64)
+    if a.shape not in ((c,), (n, c)):
+        raise ValueError(f"hinge_numpy: {name} must be (C,) or (N, C) = ({n}, {c}), got {a.shape}")
+    return a
+
+
 @kernel_contract(example=True)
 def hinge_numpy(
     x: np.ndarray,
@@ -271,22 +313,27 @@ def hinge_numpy(
     p: int,
     weight: np.ndarray | None,
     want_grad: bool,
+    neg_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The NumPy kernel on NumPy arrays: ``x`` floating, ``t`` integers of any dtype. Returns
-    ``loss_raw`` (N,) float64 and ``grad_raw`` (N, C) in ``x``'s dtype (float64 sums, rounded
-    once at the end). Extra memory: O(N·K) for the thresholds plus O(chunk) scratch; nothing of
-    size N·T·C."""
+    """The NumPy kernel on NumPy arrays: ``x`` floating, ``t`` integers of any dtype,
+    ``weight`` and ``neg_weight`` None, (C,) or (N, C) (arrays, or CPU tensors NumPy reads).
+    Returns ``loss_raw`` (N,) float64 and ``grad_raw`` (N, C) in ``x``'s dtype (float64 sums,
+    rounded once at the end). Extra memory: O(N·K) for the thresholds plus O(chunk) scratch;
+    nothing of size N·T·C."""
     n, c = x.shape
     t = _host.integer_targets(t, c)
-    w = None if weight is None else np.asarray(weight, dtype=np.float64)
+    w, nw = _weights(weight, n, c, "weight"), _weights(neg_weight, n, c, "neg_weight")
     loss = np.zeros(n, dtype=np.float64)
     grad = np.zeros((n, c), dtype=x.dtype) if want_grad else None
     if n == 0 or t.shape[1] == 0:
         return loss, grad
 
+    def rows(a: np.ndarray | None, r0: int, r1: int) -> np.ndarray | None:
+        return a[r0:r1] if a is not None and a.ndim == 2 else a  # (C,) is every row's
+
     def task(r0: int, r1: int) -> None:
         out = None if grad is None else grad[r0:r1]
-        _block(x[r0:r1], t[r0:r1], margin, p, w, loss[r0:r1], out)
+        _block(x[r0:r1], t[r0:r1], margin, p, rows(w, r0, r1), rows(nw, r0, r1), loss[r0:r1], out)
 
     # one task: whole rows, about a chunk of scores
     _host.launch(task, n, max(1, _CHUNK_ELEMS // max(c, 1)))
