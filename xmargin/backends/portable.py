@@ -113,7 +113,7 @@ def hinge(
     (C,) or (N, C) weights of the positives and negatives, or None; ``loss_raw`` (N,) and
     ``grad_raw`` (N, C) in the accumulation dtype (:func:`accumulation_dtype`: float64 where
     the namespace has it on ``x``'s device, else float32)."""
-    kw = {"margin": margin, "p": p, "weight": weight, "neg_weight": neg_weight}
+    kw: dict[str, Any] = {"margin": margin, "p": p, "weight": weight, "neg_weight": neg_weight}
     if is_numpy_array(x):  # inf − inf and 0·inf in branches that where() discards
         with np.errstate(invalid="ignore", over="ignore"):
             return _hinge(x, t, want_grad=want_grad, **kw)
