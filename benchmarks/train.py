@@ -39,6 +39,24 @@ BATCH = 64
 MOMENTUM = 0.9
 LR = {"margin": 0.1, "soft": 1.0}  # tuned once on both data sets (linear and MLP alike)
 LOSSES = {"margin": "multilabel_margin_loss", "soft": "multilabel_soft_margin_loss"}
+# the runs of each model: (loss, negatives), the hinge with every negative (PyTorch's), with
+# each row's k hardest (negatives=k), and with every negative weighted by inverse label
+# frequency (neg_weight); the logistic loss for comparison
+RUNS = [("margin", "all"), ("margin", "top-5"), ("margin", "top-20"), ("margin", "inv-freq"),
+        ("soft", "all")]  # fmt: skip
+
+
+def loss_options(loss: str, negatives: str, Y_train: np.ndarray) -> dict[str, Any]:
+    """The loss's keyword arguments for a run (NumPy; moved to the framework by the caller).
+
+    ``inv-freq``: v_j ∝ 1 / (n_j + 1) with n_j the training samples holding label j, scaled to
+    mean 1 (the loss keeps its scale): a frequent label, as a negative, weighs less."""
+    if loss != "margin" or negatives == "all":
+        return {}
+    if negatives.startswith("top-"):
+        return {"negatives": int(negatives[4:])}
+    v = 1.0 / (Y_train.sum(axis=0) + 1.0)
+    return {"neg_weight": (v / v.mean()).astype(np.float32)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,7 +132,8 @@ def prepare(ds: Dataset, epochs: int, seed: int = 0) -> Problem:
     return Problem(ds, X[train], X[test], ds.Y[train], ds.Y[test], T[train], batches)
 
 
-def train_array(prob: Problem, model: str, loss: str, xp: Any, epochs: int, to_device, to_host):
+def train_array(prob: Problem, model: str, loss: str, xp: Any, epochs: int, to_device, to_host,
+                options: dict[str, Any]):  # fmt: skip
     """NumPy or CuPy: gradients from value_and_grad, backpropagated by hand, SGD + momentum."""
     import xmargin
 
@@ -126,6 +145,7 @@ def train_array(prob: Problem, model: str, loss: str, xp: Any, epochs: int, to_d
     X, Xt = to_device(prob.X_train), to_device(prob.X_test)
     target = to_device(prob.T_train if loss == "margin" else prob.Y_train.astype(np.float32))
     vg = xmargin.value_and_grad(getattr(xmargin, LOSSES[loss]))
+    kw = {k: (to_device(v) if isinstance(v, np.ndarray) else v) for k, v in options.items()}
     curve, times = [], []
 
     def forward(p, x):
@@ -140,7 +160,7 @@ def train_array(prob: Problem, model: str, loss: str, xp: Any, epochs: int, to_d
             i = to_device(idx)
             xb = X[i]
             scores, h = forward(params, xb)
-            _, g = vg(scores, target[i])  # d loss / d scores
+            _, g = vg(scores, target[i], **kw)  # d loss / d scores
             if model == "linear":
                 grads = {"W": xb.T @ g, "b": g.sum(axis=0)}
             else:
@@ -156,7 +176,8 @@ def train_array(prob: Problem, model: str, loss: str, xp: Any, epochs: int, to_d
     return to_host(forward(params, Xt)[0]), curve, times
 
 
-def train_torch(prob: Problem, model: str, loss: str, epochs: int, device: str):
+def train_torch(prob: Problem, model: str, loss: str, epochs: int, device: str,
+                options: dict[str, Any]):  # fmt: skip
     """torch: autograd through xmargin's losses, torch.optim.SGD with the same settings."""
     import torch
 
@@ -171,6 +192,8 @@ def train_torch(prob: Problem, model: str, loss: str, epochs: int, device: str):
         prob.T_train if loss == "margin" else prob.Y_train.astype(np.float32), device=device
     )
     fn = getattr(xmargin, LOSSES[loss])
+    kw = {k: (torch.tensor(v, device=device) if isinstance(v, np.ndarray) else v)
+          for k, v in options.items()}  # fmt: skip
 
     def forward(x):
         if model == "linear":
@@ -183,7 +206,7 @@ def train_torch(prob: Problem, model: str, loss: str, epochs: int, device: str):
         for idx in prob.batches[epoch]:
             i = torch.as_tensor(idx, device=device)
             opt.zero_grad(set_to_none=True)
-            fn(forward(X[i]), target[i]).backward()
+            fn(forward(X[i]), target[i], **kw).backward()
             opt.step()
         if device != "cpu":
             torch.cuda.synchronize()
@@ -223,14 +246,15 @@ def plot(curves: dict, path) -> bool:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'xmargin[bench]')")
         return False
-    panels = sorted({(d, m) for d, m, _, _ in curves})
+    panels = sorted({(d, m) for d, m, _, _, _ in curves})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     styles = {"numpy": "-", "torch": "--", "torch-cuda": ":", "cupy": "-."}
     for ax, (d, m) in zip(axes[0], panels, strict=True):
-        for (dd, mm, loss, fw), curve in curves.items():
+        for (dd, mm, loss, negs, fw), curve in curves.items():
             if (dd, mm) == (d, m):
-                ax.plot(range(1, len(curve) + 1), curve, styles.get(fw, "-"), label=f"{loss} / {fw}",
-                        color="C0" if loss == "margin" else "C1")  # fmt: skip
+                run = loss if negs == "all" else f"{loss} {negs}"
+                ax.plot(range(1, len(curve) + 1), curve, styles.get(fw, "-"), label=f"{run} / {fw}",
+                        color=f"C{RUNS.index((loss, negs))}")  # fmt: skip
         ax.set_title(f"{d}, {m}")
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
@@ -267,31 +291,35 @@ def main(argv: list[str] | None = None) -> int:
         )
         prob = prepare(ds, epochs)
         for model in ("linear", "mlp"):
-            for loss in ("margin", "soft"):
+            for loss, negs in RUNS:
+                options = loss_options(loss, negs, prob.Y_train)
                 for fw in fws:
                     if fw == "numpy":
                         scores, curve, times = train_array(
-                            prob, model, loss, np, epochs, np.asarray, np.asarray
+                            prob, model, loss, np, epochs, np.asarray, np.asarray, options
                         )
                     elif fw == "cupy":
                         import cupy
 
                         scores, curve, times = train_array(
-                            prob, model, loss, cupy, epochs, cupy.asarray, cupy.asnumpy
+                            prob, model, loss, cupy, epochs, cupy.asarray, cupy.asnumpy, options
                         )
                     else:
                         scores, curve, times = train_torch(
-                            prob, model, loss, epochs, "cuda" if fw == "torch-cuda" else "cpu"
-                        )
+                            prob, model, loss, epochs, "cuda" if fw == "torch-cuda" else "cpu",
+                            options,
+                        )  # fmt: skip
                     m = metrics(scores, prob.Y_test)
-                    rows.append({"dataset": name, "model": model, "loss": LOSSES[loss], "framework": fw,
+                    rows.append({"dataset": name, "model": model, "loss": LOSSES[loss],
+                                 "negatives": negs if loss == "margin" else "-", "framework": fw,
                                  "epochs": epochs, "s_per_epoch": float(np.median(times)), **m})  # fmt: skip
-                    curves[(name, model, loss, fw)] = curve
-                    print(f"  {name} {model} {LOSSES[loss]} {fw}: {np.median(times):.3f} s/epoch, "
-                          f"ranking loss {m['ranking_loss']:.4f}, p@1 {m['p@1']:.3f}")  # fmt: skip
+                    curves[(name, model, loss, negs, fw)] = curve
+                    print(f"  {name} {model} {LOSSES[loss]} ({negs}) {fw}: "
+                          f"{np.median(times):.3f} s/epoch, ranking loss {m['ranking_loss']:.4f}, "
+                          f"p@1 {m['p@1']:.3f}")  # fmt: skip
     print()
     print_table(rows, [("dataset", "data", ""), ("model", "model", ""), ("loss", "loss", ""),
-                       ("framework", "framework", ""), ("s_per_epoch", "s/epoch", ".3f"),
+                       ("negatives", "negatives", ""), ("framework", "framework", ""), ("s_per_epoch", "s/epoch", ".3f"),
                        ("ranking_loss", "rank loss", ".4f"), ("coverage", "coverage", ".1f"),
                        ("p@1", "p@1", ".3f"), ("p@3", "p@3", ".3f"), ("p@5", "p@5", ".3f"),
                        ("hamming@0", "hamming@0", ".4f")])  # fmt: skip
@@ -299,11 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         name = machine_name("cpu")
         stem = f"train-{name}" + ("-quick" if args.quick else "")
         where = out_dir(args.save)
-        write_csv(where / f"{stem}.csv", rows, key=("dataset", "model", "loss", "framework"))
-        lines = ["| data | model | loss | framework | s/epoch | ranking loss | coverage | p@1 | p@3 | p@5 | Hamming (score > 0) |",
-                 "|" + "---|" * 11]  # fmt: skip
+        write_csv(where / f"{stem}.csv", rows,
+                  key=("dataset", "model", "loss", "negatives", "framework"))  # fmt: skip
+        lines = ["| data | model | loss | negatives | framework | s/epoch | ranking loss | coverage | p@1 | p@3 | p@5 | Hamming (score > 0) |",
+                 "|" + "---|" * 12]  # fmt: skip
         for r in rows:
-            lines.append(f"| {r['dataset']} | {r['model']} | {r['loss']} | {r['framework']} | "
+            lines.append(f"| {r['dataset']} | {r['model']} | {r['loss']} | {r['negatives']} | {r['framework']} | "
                          f"{r['s_per_epoch']:.3f} | {r['ranking_loss']:.4f} | {r['coverage']:.1f} | "
                          f"{r['p@1']:.3f} | {r['p@3']:.3f} | {r['p@5']:.3f} | {r['hamming@0']:.4f} |")  # fmt: skip
         (where / f"{stem}.md").write_text("\n".join(lines) + "\n")

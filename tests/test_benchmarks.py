@@ -96,13 +96,26 @@ def test_training_demo_runs_and_frameworks_agree(monkeypatch, tmp_path):
     ds = data.generated("CAL500")
     prob = train.prepare(ds, epochs=2)
     for model in ("linear", "mlp"):
-        for loss in ("margin", "soft"):
-            s_np, curve_np, _ = train.train_array(prob, model, loss, np, 2, np.asarray, np.asarray)
-            s_t, _curve_t, _ = train.train_torch(prob, model, loss, 2, "cpu")
+        for loss, negs in train.RUNS:
+            opts = train.loss_options(loss, negs, prob.Y_train)
+            s_np, curve_np, _ = train.train_array(
+                prob, model, loss, np, 2, np.asarray, np.asarray, opts
+            )
+            s_t, _curve_t, _ = train.train_torch(prob, model, loss, 2, "cpu", opts)
             assert np.isfinite(s_np).all() and len(curve_np) == 2
             # same initial weights, batches and updates: the two frameworks agree
             np.testing.assert_allclose(s_np, s_t, rtol=2e-3, atol=2e-3)
     assert train.main(["--epochs", "1", "--datasets", "CAL500", "--no-save"]) == 0
+
+
+def test_training_demo_loss_options():
+    Y = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0]])
+    assert train.loss_options("margin", "all", Y) == {}
+    assert train.loss_options("soft", "top-5", Y) == {}
+    assert train.loss_options("margin", "top-20", Y) == {"negatives": 20}
+    v = train.loss_options("margin", "inv-freq", Y)["neg_weight"]
+    # 1 / (n_j + 1) = 1/4, 1/2, 1 scaled to mean 1
+    np.testing.assert_allclose(v, np.array([0.25, 0.5, 1.0]) / (1.75 / 3), rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
