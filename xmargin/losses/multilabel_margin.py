@@ -62,6 +62,23 @@ def _multilabel_margin_loss(
     implementation of the hinge (see :mod:`xmargin.backends`). Every target value, also after
     the first -1, must lie in [-1, C), as in PyTorch. The gradient at a zero hinge is 0.
 
+    Negatives (DESIGN.md §9), keyword only:
+
+    * ``neg_weight`` v (C,): finite weights >= 0 of each class *as a negative*; the pair
+      (t_k, j) adds ``w[t_k] · v[j] · max(0, margin − x[t_k] + x[j])^p``. A negative of weight
+      0 forms no pair (it adds 0 even beside an infinite score). Checked with value checks
+      on; unchecked (checks off, ``jax.jit``) a bad one makes every row NaN.
+    * ``negatives``: None (every non-positive class, PyTorch's), an int k (each row's k
+      highest-scoring negatives, ties to the lower class index, NaN first: see
+      :func:`xmargin.mine_negatives`; the gradient reaches the chosen negatives and the
+      positives only, as through a max), or an (N, M) integer array of candidate negatives
+      per row (e.g. an ANN shortlist): -1 anywhere is padding, a listed positive of the row
+      and a repeated class are ignored; a value outside [-1, C) raises with value checks on
+      and makes its row NaN otherwise. The normalisation stays 1/C, so k >= C − T gives the
+      full loss. The NaN rule then looks at the positives and the chosen negatives; a row
+      with no chosen negative has loss 0. The hinge runs on the gathered (N, K + M)
+      scores: O(C) selection (NumPy) or a sort, then O((K + M) log K) per row.
+
     The cost is O(C log C) per sample instead of PyTorch's O(positives × C).
 
     >>> import numpy as np, xmargin
@@ -70,6 +87,11 @@ def _multilabel_margin_loss(
     0.85
     >>> round(float(xmargin.multilabel_margin_loss(x, np.array([[3, 0]]), margin=0.5, p=2)), 6)
     0.2525
+    >>> round(float(xmargin.multilabel_margin_loss(x, y, negatives=1)), 6)  # class 2 only
+    0.475
+    >>> v = np.array([1.0, 0.0, 2.0, 1.0])   # class 1 is no negative, class 2 counts twice
+    >>> round(float(xmargin.multilabel_margin_loss(x, y, neg_weight=v)), 6)
+    0.95
     """
     if (  # the thin torch path: the common eager call, in O(1) Python work
         not argnums
