@@ -338,12 +338,13 @@ def test_search_keys_stay_within_the_index_dtype(monkeypatch):
     the targets' dtype, and a problem whose keys would not fit raises instead of wrapping.
     (At real sizes: int32 targets on NumPy from 2148 rows of 10**6 classes, or JAX without
     x64; here the index dtype is made int16 so that the boundary is a small problem.)"""
-    monkeypatch.setattr(negatives, "index_dtype", lambda xp: np.int16)
+    xs = pytest.importorskip("array_api_strict")  # (NumPy takes the host path: no keys)
+    monkeypatch.setattr(negatives, "index_dtype", lambda xp: xs.int16)
     rng = np.random.default_rng(5)
     n, c = 32767 // 201, 200  # N·(C + 1) = 32763: the largest key fits int16
     x = rng.integers(0, 5, size=(n, c)).astype(np.float64)
     t = rng.integers(-1, c, size=(n, 3)).astype(np.int32)
-    got = xmargin.mine_negatives(x, t, 4)
+    got = np.asarray(xmargin.mine_negatives(xs.asarray(x), xs.asarray(t), 4))
     for row in range(n - 3, n):  # the last rows carry the largest offsets
         pos = set()
         for v in t[row]:
@@ -353,7 +354,9 @@ def test_search_keys_stay_within_the_index_dtype(monkeypatch):
         want = sorted((j for j in range(c) if j not in pos), key=lambda j: (-x[row, j], j))[:4]
         assert got[row].tolist() == want, (row, got[row], want)
     with pytest.raises(xmargin.XMarginValueError, match="search keys exceed"):
-        xmargin.mine_negatives(np.zeros((n + 1, c)), np.zeros((n + 1, 1), dtype=np.int32), 1)
+        xmargin.mine_negatives(
+            xs.zeros((n + 1, c)), xs.zeros((n + 1, 1), dtype=xs.int32), 1
+        )
 
 
 def test_narrow_target_dtypes_do_not_wrap_the_search_keys():
