@@ -25,6 +25,7 @@ def _row_weight(weight, n, c):
 def mined(xs, positives, k):
     """Row ``xs``'s k highest-scoring negatives by a plain Python sort (ties: lower class index
     first; NaN ranks as +inf), as the list of classes."""
+
     def key(j):
         v = xs[j]
         return (-math.inf if math.isnan(v) else -v, j)
@@ -42,9 +43,7 @@ def multilabel_margin(x, t, *, margin=1.0, p=1, weight=None, neg_weight=None, ne
     repeats are ignored). A negative of weight 0 is not paired at all. The NaN rule looks at
     the positives and the chosen negatives only; a target outside [-1, C) makes the row NaN."""
     losses, grads = [], []
-    for n, (xs, ts) in enumerate(
-        zip(_rows(x), [[int(v) for v in row] for row in t], strict=True)
-    ):
+    for n, (xs, ts) in enumerate(zip(_rows(x), [[int(v) for v in row] for row in t], strict=True)):
         c = len(xs)
         w, v = _row_weight(weight, n, c), _row_weight(neg_weight, n, c)
         positives = []

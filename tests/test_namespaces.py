@@ -118,8 +118,13 @@ def test_half_precision_torch(case, half):
         torch.from_numpy(a).to(dtype) if a.dtype.kind == "f" else torch.from_numpy(a) for a in args
     ]
     tkw = {
-        k: (torch.from_numpy(v).to(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
-            else torch.from_numpy(v) if isinstance(v, np.ndarray) else v)  # fmt: skip
+        k: (
+            torch.from_numpy(v).to(dtype)
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+            else torch.from_numpy(v)
+            if isinstance(v, np.ndarray)
+            else v
+        )
         for k, v in kwargs.items()
     }
     ref, ref_grads = _float64_reference(torch, case, name, targs, tkw, scores)

@@ -11,8 +11,8 @@ import operator
 import sys
 from typing import Any
 
-from ._errors import XMarginTypeError, XMarginValueError
 from ._config import functorch_active
+from ._errors import XMarginTypeError, XMarginValueError
 from ._interop import is_dask, is_jax, is_torch, native
 from ._xp import (
     as_array,

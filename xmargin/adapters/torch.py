@@ -61,6 +61,7 @@ def run_backend(
     p: int,
     want_grad: bool,
     grad_scale: torch.Tensor | float | None = None,
+    neg_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The registered backend's hinge on torch tensors: loss_raw (N,) in float32/64 and, if
     wanted, grad_raw (N, C) in x's dtype, scaled per row by ``grad_scale`` (N,) if given."""
@@ -69,6 +70,8 @@ def run_backend(
     chosen = get(backend)
     hinge = chosen.load()
     kw = {"margin": margin, "p": p, "weight": weight, "want_grad": want_grad}
+    if neg_weight is not None:
+        kw["neg_weight"] = neg_weight
     scaled_inside = grad_scale is not None and want_grad and chosen.scales_grad
     if scaled_inside:
         if isinstance(grad_scale, (int, float)) and chosen.name != "numba":
@@ -111,7 +114,7 @@ class _HingeLoss(torch.autograd.Function):
     Function: ``apply`` binds no signature (new-style ones inspect it on every call)."""
 
     @staticmethod
-    def forward(ctx, x, t, weight, options):
+    def forward(ctx, x, t, weight, neg_weight, options):
         margin, p, reduction, backend, recompute, matrix_out, dtype, numpy_hinge, scales, _ = (
             options
         )
@@ -122,6 +125,8 @@ class _HingeLoss(torch.autograd.Function):
         if numpy_hinge is not None and x.device.type == "cpu":
             # a CPU kernel on zero-copy NumPy views: no framework round trips
             kw = {"grad_scale": factor} if want and scales else {}
+            if neg_weight is not None:
+                kw["neg_weight"] = neg_weight.numpy()
             loss_np, grad_np = numpy_hinge(
                 x.detach().numpy(), t.numpy(), margin=margin, p=p,
                 weight=None if weight is None else weight.numpy(), want_grad=want, **kw,
@@ -136,31 +141,35 @@ class _HingeLoss(torch.autograd.Function):
             grad = None if grad_np is None else torch.from_numpy(grad_np)
         else:
             loss_raw, grad = run_backend(
-                backend, x, t, weight, margin, p, want, factor if want else None
+                backend, x, t, weight, margin, p, want, factor if want else None, neg_weight
             )
             out = _reduce_rows(loss_raw, c, reduction, matrix_out, dtype)
         if need:
             ctx.options = (margin, p, backend, factor, reduction, x.dtype)
-            ctx.save_for_backward(grad if want else None, x if recompute else None, t, weight)
+            ctx.save_for_backward(
+                grad if want else None, x if recompute else None, t, weight, neg_weight
+            )
             ctx.recompute = recompute
             ctx.x = x  # for the create_graph guard only (its values are never read)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad, x, t, weight = ctx.saved_tensors
+        grad, x, t, weight, neg_weight = ctx.saved_tensors
         margin, p, backend, factor, reduction, x_dtype = ctx.options
         if ctx.recompute:
             n = x.shape[0]
             scale = grad_out.to(accumulation_dtype(x_dtype)).reshape(-1).expand(n) * factor
-            _, out = run_backend(backend, x, t, weight, margin, p, True, scale.contiguous())
+            _, out = run_backend(
+                backend, x, t, weight, margin, p, True, scale.contiguous(), neg_weight
+            )
         elif reduction == "none":
             out = grad * grad_out.reshape(-1, 1).to(grad.dtype)
         else:
             out = grad * grad_out.to(grad.dtype)
         if torch.is_grad_enabled():  # create_graph: a second derivative must raise, not be 0
             out = _NoSecondDerivative.apply(out, ctx.x)
-        return out, None, None, None
+        return out, None, None, None, None
 
 
 def hinge_loss(
@@ -173,13 +182,14 @@ def hinge_loss(
     backend: Any,
     matrix_out: bool,
     dtype: torch.dtype,
+    neg_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The reduced loss of ``backend``'s hinge on eager torch tensors, with autograd."""
     numpy_hinge = None if backend.load_numpy is None else backend.load_numpy()
     need = x.requires_grad and torch.is_grad_enabled()
     options = (margin, p, reduction, backend.name, backend.recomputes_grad(x.dtype), matrix_out, dtype,
                numpy_hinge, backend.scales_grad, need)  # fmt: skip
-    return _HingeLoss.apply(x, t, weight, options)
+    return _HingeLoss.apply(x, t, weight, neg_weight, options)
 
 
 def functorch_active() -> bool:

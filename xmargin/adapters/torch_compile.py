@@ -36,41 +36,44 @@ def pairwise_hinge(
     want_grad: bool,
     backend: str,
     grad_scale: torch.Tensor | None = None,
+    neg_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss_raw (N,) in float32/64, grad_raw (N, C) in x's dtype, or (0,) if not wanted).
 
     ``grad_scale`` (N,) multiplies the gradient rows (inside the kernel where supported).
     """
-    loss, grad = run_backend(backend, x, t, weight, margin, p, want_grad, grad_scale)
+    loss, grad = run_backend(backend, x, t, weight, margin, p, want_grad, grad_scale, neg_weight)
     return loss, (x.new_empty((0,)) if grad is None else grad)
 
 
 @pairwise_hinge.register_fake
-def _pairwise_hinge_fake(x, t, margin, p, weight, want_grad, backend, grad_scale=None):
+def _pairwise_hinge_fake(
+    x, t, margin, p, weight, want_grad, backend, grad_scale=None, neg_weight=None
+):
     loss = x.new_empty((x.shape[0],), dtype=accumulation_dtype(x.dtype))
     return loss, (x.new_empty(x.shape) if want_grad else x.new_empty((0,)))
 
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-    x, t, margin, p, weight, want_grad, backend, _ = inputs
+    x, t, margin, p, weight, want_grad, backend, _, neg_weight = inputs
     ctx.x_dtype = x.dtype
     ctx.recompute = not want_grad
     if ctx.recompute:  # the gradient comes from a second kernel pass in backward
         ctx.options = (margin, p, backend)
-        ctx.save_for_backward(x, t, weight)
+        ctx.save_for_backward(x, t, weight, neg_weight)
     else:
         ctx.save_for_backward(output[1])
 
 
 def _backward(ctx: Any, grad_loss: torch.Tensor, _grad_of_grad: Any) -> tuple:
     if ctx.recompute:
-        x, t, weight = ctx.saved_tensors
+        x, t, weight, neg_weight = ctx.saved_tensors
         margin, p, backend = ctx.options
-        _, gx = pairwise_hinge(x, t, margin, p, weight, True, backend, grad_loss)
+        _, gx = pairwise_hinge(x, t, margin, p, weight, True, backend, grad_loss, neg_weight)
     else:
         (grad,) = ctx.saved_tensors
         gx = grad_loss.unsqueeze(-1) * grad
-    return gx.to(ctx.x_dtype), None, None, None, None, None, None, None
+    return gx.to(ctx.x_dtype), None, None, None, None, None, None, None, None
 
 
 pairwise_hinge.register_autograd(_backward, setup_context=_setup_context)

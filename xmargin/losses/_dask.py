@@ -52,8 +52,11 @@ def rowwise_dask(
     t = da.reshape(da.asarray(target), t_shape)
     t = t.rechunk((rows,) + ((-1,) if t.ndim == 2 else ()))
     t_index = "ik" if t.ndim == 2 else "i"
-    shared = {name: da.asarray(a).rechunk(-1)
-              for name, a in (("weight", weight), ("neg_weight", neg_weight)) if a is not None}
+    shared = {
+        name: da.asarray(a).rechunk(-1)
+        for name, a in (("weight", weight), ("neg_weight", neg_weight))
+        if a is not None
+    }
     cand = None
     if candidates is not None:
         cand = da.reshape(da.asarray(candidates), (n, -1)).rechunk((rows, -1))
@@ -63,7 +66,7 @@ def rowwise_dask(
     acc = np.dtype(compute_dtype(np, dtype))
 
     def block(xb, tb, *ops):
-        kw = dict(zip(shared, ops[len(ops) - len(shared):], strict=True))
+        kw = dict(zip(shared, ops[len(ops) - len(shared) :], strict=True))
         if cand is not None:
             kw["negatives"] = ops[0]
         with scoped_options(check_values=False):

@@ -150,19 +150,23 @@ def _multilabel_margin_loss(
         x = xp.where(poison, xp.nan, x)
     # negatives: the hinge runs on the positives and each row's chosen negatives, gathered
     cand = None if neg is None else candidates(fn, xp, input, x, t, neg)
-    plain = v is None and cand is None
+    plain = cand is None  # (no gather: the kernels take neg_weight as they are)
     if is_torch(x) and compiling() and plain:  # one opaque torch.library op in the graph
         from ..adapters.torch_compile import pairwise_hinge
 
         want_grad = bool(argnums) or (requires_grad(x) and not chosen.recomputes_grad(x.dtype))
-        loss_raw, grad_raw = pairwise_hinge(x, t, margin, p, w, want_grad, chosen.name)
+        loss_raw, grad_raw = pairwise_hinge(
+            x, t, margin, p, w, want_grad, chosen.name, neg_weight=v
+        )
         return finish(xp, loss_raw, grad_raw if argnums else None, c=c, reduction=red,
                       matrix_out=matrix, input=input)  # fmt: skip
     if is_torch(x) and not argnums and plain:
         from ..adapters import torch as adapter
 
         if adapter.plain_eager():  # the thin path: one autograd node, reduction included
-            loss = adapter.hinge_loss(x, t, w, margin, p, red, chosen, matrix, input.dtype)
+            loss = adapter.hinge_loss(
+                x, t, w, margin, p, red, chosen, matrix, input.dtype, neg_weight=v
+            )
             if verify is not None and bool(xp.any(xp.isnan(loss))):
                 verify()  # raises, naming the bad target, if that is where the NaN comes from
             return loss, ()
