@@ -376,3 +376,22 @@ def test_narrow_target_dtypes_do_not_wrap_the_search_keys():
             pos.add(int(v))
         want = sorted((j for j in range(c) if j not in pos), key=lambda j: (-x[row, j], j))[:3]
         assert got[row].tolist() == want, (row, got[row], want)
+
+
+@given(problems())
+def test_torch_topk_selection_against_oracle(problem):
+    """torch tensors off the host path (CUDA, torch.compile, torch.func) select with
+    torch.topk; here that path is called on CPU tensors directly."""
+    torch = pytest.importorskip("torch")
+    from array_api_compat import torch as xpt
+
+    x, t, k = problem
+    n, c = x.shape
+    if n == 0 or 4 * k > c:
+        return
+    expected = oracle(x, t, k)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+    is_pos = negatives._positives(xpt, tt, n, c)
+    assert negatives._top_torch(xt, is_pos, k) is not None
+    got = negatives._select(xpt, xt, is_pos, k)
+    np.testing.assert_array_equal(got.numpy(), expected)

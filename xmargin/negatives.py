@@ -191,6 +191,8 @@ def _select(xp: Namespace, x: Array, is_pos: Array, k: int) -> Array:
     top = None
     if type(x).__module__.split(".")[0] == "numpy" and n and 4 * k <= c:
         top = _top_numpy(x, is_pos, k)
+    elif is_torch(x) and n and 4 * k <= c:
+        top = _top_torch(x, is_pos, k)
     if top is None:
         # NaN ranks as +inf; stable sorts keep equal scores in index order
         key = -xp.where(xp.isnan(x), xp.inf, x)
@@ -203,6 +205,29 @@ def _select(xp: Namespace, x: Array, is_pos: Array, k: int) -> Array:
     negatives = c - xp.sum(astype(xp, is_pos, idt), axis=1)
     slots = xp.arange(k, dtype=idt, device=dev)
     return xp.where(slots[None, :] < negatives[:, None], top, -1)
+
+
+def _top_torch(x: Any, is_pos: Any, k: int) -> Any:
+    """The generic order's first k < C columns with ``torch.topk`` (a partial selection on the
+    GPU) instead of two sorts of the row: topk finds each row's k-th largest key v (its
+    values are exact whatever order it gives tied entries), the chosen set is rebuilt exactly
+    as in :func:`_top_numpy` (every key > v, then the lowest-index ties), a second topk on
+    the 0/1 chosen flags collects their columns, and the k columns are put in order (−score,
+    index) by two stable sorts of k entries."""
+    import torch
+
+    key = torch.where(is_pos, -torch.inf, torch.where(torch.isnan(x), torch.inf, x))
+    kth = torch.topk(key, k, dim=1).values[:, k - 1 : k]
+    above = key > kth
+    tie = (key == kth) & ~is_pos
+    need = k - above.sum(dim=1, keepdim=True)
+    chosen = above | (tie & (torch.cumsum(tie, dim=1) <= need))
+    cols = torch.topk(chosen.to(key.dtype), k, dim=1).indices  # (every chosen, then others)
+    cols = torch.sort(cols, dim=1, stable=True).values  # index order
+    flag = torch.gather(chosen, 1, cols)
+    order = torch.where(flag, -torch.gather(key, 1, cols), torch.inf)  # the chosen first
+    at = torch.sort(order, dim=1, stable=True).indices
+    return torch.gather(cols, 1, at)
 
 
 def _top_numpy(x: Any, is_pos: Any, k: int) -> Any:
