@@ -64,6 +64,39 @@
 // (xm_warp_bin_add: a fixed tree per group of lanes in one bin) and combined in warp order,
 // and every other reduction has a fixed tree. Every access is bounds-checked against the row,
 // whatever the targets hold.
+//
+// Weights (DESIGN.md section 9): W = weight and V = neg_weight, each null, (C,) or (N, C), read
+// through a row stride (0 for (C,), C for (N, C); int64 offsets); pair (t_k, j) of row n counts
+// W[n, t_k] * V[n, j] * max(0, x_j - thr_k)^p. The entry points come in two sets, chosen by the
+// macro XM_ENTRIES when the file is compiled:
+//   bit 1 (the default), the plain set: W (C,) or null, no V; the code of before, instruction for
+//         instruction (the weighted code sits behind the template flag NW, folded away when it is
+//         false, and the (C,) W is the row stride 0 folded in);
+//   bit 2, the weighted set (names ending in _w): W and V with their row strides; V null reads as
+//         V = 1 (an (N, C) W alone).
+// The launcher compiles the weighted set as a second module (-DXM_ENTRIES=2) on the first call
+// that gives V or an (N, C) W, so that the other calls pay nothing for it.
+//
+// Weighted, the negatives: negative j's loss term and gradient are the plain ones times V_j,
+//     V_j * sum_{thr_k < x_j} W_k * (x_j - thr_k)^p,   d / d x_j = V_j * A0 (p = 1),
+//     V_j * 2 * (A0 * x'_j - A1) (p = 2).
+// A negative with V_j == 0 forms no pair: it is selected out (hit = false) before any product, so
+// it adds nothing even beside an infinite hinge (no 0 * inf), nor enters a bin; it stays a
+// negative for the NaN rule.
+// The positives, with x_j - thr_k = x'_j - thr'_k and the sums over negatives with V_j != 0:
+//     d loss / d x[t_k] = -W_k * sum_{x_j > thr_k} V_j * p * (x'_j - thr'_k)^(p - 1)
+//                       = -W_k * SV_k                        (p = 1)
+//                       = -2 * W_k * (SX_k - thr'_k * SV_k)  (p = 2),
+//     SV_k = sum_{x_j > thr_k} V_j,   SX_k = sum_{x_j > thr_k} V_j * x'_j;
+// x_j > thr_k <=> cnt_j > k, so SV_k and SX_k are suffix sums over the bins u >= k of the per-bin
+// sums of V_j and V_j * x'_j: step 4 with V_j in place of the count 1 (V = 1 gives the plain
+// above_k and sum of x'_j). A -inf thr'_k with SV_k > 0 gives -inf, as in the plain kernel.
+// Deterministic: the per-bin sums of V_j * x'_j (p = 2) are the plain kernel's per-warp segmented
+// sums (xm_warp_bin_add) with V_j * x'_j in place of x'_j; those of V_j are fixed-point integers
+// added with 64-bit integer atomics, exact and so the same in any order (xm_fixed_unit: V_j enters
+// as q_j = max(1, rint(V_j * 2^k)), a suffix sum Q is read back as (A)Q * 2^-k, one rounding; its
+// precision is described there). No float atomics. The 64-bit bins take 1 KiB of shared memory
+// more than the counts; the split path's integer partials (flags, bins) are 64-bit as well.
 
 #define XM_THREADS 256
 #define XM_WARPS (XM_THREADS / 32)
@@ -136,6 +169,70 @@ __device__ __forceinline__ double xm_nan(double) { return __longlong_as_double(0
 __device__ __forceinline__ float xm_compare_threshold(double v, float) { return __double2float_rd(v); }
 __device__ __forceinline__ double xm_compare_threshold(double v, double) { return v; }
 
+// the bins' integer type: counts (plain) or fixed-point sums of V (weighted); no <type_traits> in
+// NVRTC without headers
+template <bool B, typename T, typename F>
+struct xm_if {
+  typedef T type;
+};
+template <typename T, typename F>
+struct xm_if<false, T, F> {
+  typedef F type;
+};
+
+// Fixed point for the weighted bins' sums of V (header): V_j enters as the integer
+// q_j = max(1, rint(V_j * f)), f = 2^k, summed with 64-bit integer atomics (exact: the same in
+// any order) and read back as (A)Q * g, g = 2^-k, one rounding. k = S - e, with vmax < 2^e (vmax
+// the largest V of the call, which the launcher computes on the device and the kernels read from
+// memory: no host sync) and S = 63 - floor(log2 C): every V_j * f < 2^S, so q_j <= 2^S, and the
+// at most C of a row (all bins, all slices) sum to at most C * 2^S < 2^64: no overflow.
+// Precision: rint puts q_j * g within g / 2 <= vmax * 2^-S <= vmax * C * 2^-63 of V_j; a weight
+// under half a unit counts as one unit (an error below g), so that SV_k > 0 wherever a pair
+// exists (a -inf threshold then gets -inf, not 0). Relative to a suffix sum of weights >= vmin
+// that is at most (vmax / vmin) * C * 1.1e-19: 1e-10 for weights in [1e-3, 1e3] and C = 1000,
+// 1e-9 at C = 9000, 1e-7 at C = 10^6, in the worst case (every weight of the sum vmin); the sums
+// themselves are exact. float32 caps k at 126 (f and g normal), which coarsens the units only for
+// vmax below about 2^-64; the floor k >= -126 only C >= 2^62 could reach.
+template <typename A>
+struct xm_fixed {
+  A f, g;  // 2^k, 2^-k
+};
+__device__ __forceinline__ int xm_exponent_above(float v) {  // e with 0 <= v < 2^e
+  const int b = (__float_as_int(v) >> 23) & 0xff;
+  return (b > 0 ? b : 1) - 126;
+}
+__device__ __forceinline__ int xm_exponent_above(double v) {
+  const int b = (int)((__double_as_longlong(v) >> 52) & 0x7ff);
+  return (b > 0 ? b : 1) - 1022;
+}
+__device__ __forceinline__ float xm_pow2(int k, float) { return __int_as_float((k + 127) << 23); }
+__device__ __forceinline__ double xm_pow2(int k, double) {
+  return __longlong_as_double((long long)(k + 1023) << 52);
+}
+__device__ __forceinline__ int xm_pow2_max(float) { return 126; }  // 2^k and 2^-k both normal
+__device__ __forceinline__ int xm_pow2_max(double) { return 1022; }
+__device__ __forceinline__ unsigned long long xm_rint_u64(float v) { return __float2ull_rn(v); }
+__device__ __forceinline__ unsigned long long xm_rint_u64(double v) { return __double2ull_rn(v); }
+
+template <typename A>
+__device__ __forceinline__ xm_fixed<A> xm_fixed_unit(const A* __restrict__ vmax, long long C) {
+  const int s = 63 - (C > 1 ? 63 - __clzll(C) : 0);  // S = 63 - floor(log2 C)
+  int k = s - xm_exponent_above(vmax ? *vmax : A(1));
+  const int top = xm_pow2_max(A(0));
+  k = k > top ? top : (k < -top ? -top : k);
+  xm_fixed<A> fx;
+  fx.f = xm_pow2(k, A(0));
+  fx.g = xm_pow2(-k, A(0));
+  return fx;
+}
+
+// V_j (> 0) in units of g: V_j * f is exact (a power of two) and < 2^S
+template <typename A>
+__device__ __forceinline__ unsigned long long xm_units(A v, const xm_fixed<A>& fx) {
+  const unsigned long long q = xm_rint_u64(v * fx.f);
+  return q ? q : 1ull;
+}
+
 template <typename A>
 __device__ __forceinline__ A xm_block_sum(A v, A* red) {
   // fixed-order tree over the block: deterministic
@@ -175,8 +272,9 @@ __device__ __forceinline__ void xm_block_scan(A* a, A* tmp) {
 // issues ~130 (32 shuffles, each with a test and an add), and 1 when no lane hit.
 // The groups also give the counts: each group's leader adds its size to the block's count
 // bins (an integer atomic, order-free), one atomic per bin and warp instead of one per hit.
-template <typename A>
-__device__ __forceinline__ void xm_warp_bin_add(A* bins, int* hist, A* buf_v, int* buf_k,
+// COUNT false (the weighted kernels, whose bins of V the caller fills): no counts.
+template <bool COUNT = true, typename A, typename H>
+__device__ __forceinline__ void xm_warp_bin_add(A* bins, H* hist, A* buf_v, int* buf_k,
                                                 bool hit, int cnt, A xs) {
   const unsigned int full = 0xffffffffu;
   const int lane = threadIdx.x & 31;
@@ -192,7 +290,7 @@ __device__ __forceinline__ void xm_warp_bin_add(A* bins, int* hist, A* buf_v, in
   }
   off -= (hit && lane == leader) ? __popc(same) : 0;  // exclusive
   off = __shfl_sync(full, off, leader);
-  if (hit && lane == leader) atomicAdd(&hist[cnt - 1], __popc(same));
+  if (COUNT && hit && lane == leader) atomicAdd(&hist[cnt - 1], (H)__popc(same));
   if (hit) {
     buf_v[off + rank] = xs;
     buf_k[off + rank] = cnt;
@@ -311,25 +409,29 @@ __device__ __forceinline__ long long xm_scan_targets(const I* __restrict__ t_row
   return *s_first_neg;
 }
 
-template <typename S, typename I, typename A>
+template <typename S, typename I, typename A, bool NW>
 __device__ void multilabel_hinge_impl(
     const S* __restrict__ x, long long sxn, long long sxc,  // scores (N, C), any strides
     const I* __restrict__ t, long long stn, long long stk,  // targets (N, K), any values
-    const A* __restrict__ weight,                           // (C,) or null
+    const A* __restrict__ weight, long long swn,            // W: (C,) (swn 0), (N, C) or null
+    const A* __restrict__ neg_weight, long long svn,        // NW: V, (C,), (N, C) or null (1)
+    const A* __restrict__ vmax,                             // NW: max V (null: 1), on the device
     A* __restrict__ loss_out,                               // (N,)
     S* __restrict__ grad, long long sgn, long long sgc,     // (N, C) or null
     int* __restrict__ bits, long long words,                // (N, words) scratch bitmap
     const A* __restrict__ scale,                            // (N,) or null: gradient factors
     A* __restrict__ gacc,  // (N, C) contiguous float32 scratch or null (half gradients, K > tile)
     long long C, long long K, double margin, int p, int want_grad) {
+  typedef typename xm_if<NW, unsigned long long, int>::type H;
   __shared__ A s_cmp[XM_TILE];      // sorted thresholds for comparisons
   __shared__ A s_thr[XM_TILE];      // their classes' scores, then thr' (for sums)
   __shared__ A s_w[XM_TILE];        // their weights
   __shared__ int s_cls[XM_TILE];    // their classes
   __shared__ A s_pre[3][XM_TILE + 1];
   __shared__ A s_tmp[XM_TILE];
-  __shared__ int s_hist[XM_TILE];   // s_hist[u]: negatives with u + 1 thresholds below
-  __shared__ A s_histx[XM_WARPS][XM_TILE];  // per-warp sums of their scores (p = 2)
+  // s_hist[u]: negatives with u + 1 thresholds below (NW: the sum of their V, fixed point)
+  __shared__ H s_hist[XM_TILE];
+  __shared__ A s_histx[XM_WARPS][XM_TILE];  // per-warp sums of their x' (NW: V * x') (p = 2)
   __shared__ A s_buf_v[XM_WARPS][32];       // per-warp compaction buffers (p = 2)
   __shared__ int s_buf_k[XM_WARPS][32];
   __shared__ A s_red[XM_THREADS];
@@ -344,6 +446,11 @@ __device__ void multilabel_hinge_impl(
   int* b_row = bits + row * words;
   const A inf = xm_inf(A(0));
   const A g_scale = scale ? scale[row] : A(1);
+  // the row's weights (a (C,) array has stride 0; the plain entries pass swn = 0, folded away)
+  const A* w_row = weight ? weight + row * swn : weight;
+  const A* v_row = (NW && neg_weight) ? neg_weight + row * svn : nullptr;
+  xm_fixed<A> fx = {A(1), A(1)};
+  if (NW) fx = xm_fixed_unit(vmax, C);
 
   // -- T and the target check (xm_scan_targets) ---------------------------------------------
   const long long n_pos = xm_scan_targets(t_row, stk, C, K, &s_first_neg);
@@ -376,7 +483,7 @@ __device__ void multilabel_hinge_impl(
     // -- 2. the tile's thresholds, sorted by (threshold, class) ---------------------------------
     s_hist[tid] = 0;  // the previous tile is done with them (the barrier ending its loop)
     for (int wp = 0; wp < XM_WARPS; ++wp) s_histx[wp][tid] = A(0);
-    xm_tile_setup<S, I, A>(x_row, sxc, t_row, stk, weight, C, margin, s0, n_t, s_cmp, s_thr,
+    xm_tile_setup<S, I, A>(x_row, sxc, t_row, stk, w_row, C, margin, s0, n_t, s_cmp, s_thr,
                            s_w, s_cls, s_pre, s_tmp, &s_piv);
 
     // -- 3. every class against this tile -----------------------------------------------------
@@ -386,19 +493,22 @@ __device__ void multilabel_hinge_impl(
       const long long j = j0 + tid;
       const bool in_row = j < C;
       A xv = A(0);  // the score; x' = xv - piv in the sums
+      A vj = A(1);  // NW: its V
       bool neg = false;
       int cnt = 0;
       if (in_row) {
         xv = (A)xm_to_float(x_row[j * sxc]);
         neg = ((b_row[j >> 5] >> (j & 31)) & 1) == 0;
+        if (NW && neg && v_row) vj = v_row[j];
         has_nan |= (xv != xv);
-        any_neg |= neg;
+        any_neg |= neg;  // V = 0 included: still a negative for the NaN rule
         for (int step = top; step > 0; step >>= 1) {  // cnt = #{s_cmp[0..n_t) < xv}
           int probe = cnt + step;
           if (probe <= n_t && s_cmp[probe - 1] < xv) cnt = probe;
         }
       }
-      const bool hit = neg && cnt > 0;
+      // V = 0: no pair, selected out before any product (an infinite hinge gives no 0 * inf)
+      const bool hit = neg && cnt > 0 && (!NW || vj != A(0));
       const A xs = xv - s_piv;  // x'
       A a0 = s_pre[0][cnt], a1 = s_pre[1][cnt];
       // sum W*(x' - thr') over the cnt thresholds below x. Infinite scores need no case of their
@@ -408,16 +518,18 @@ __device__ void multilabel_hinge_impl(
       A lin = a0 * xs - a1;
       if (hit) {
         if (p == 1) {
-          loss_part += lin;
+          loss_part += NW ? vj * lin : lin;
         } else {  // where lin is infinite so is the squared sum, which may read inf - inf
           const A sq = a0 * xs * xs - A(2) * xs * a1 + s_pre[2][cnt];
-          loss_part += (lin - lin == A(0)) ? sq : lin;
+          const A term = (lin - lin == A(0)) ? sq : lin;
+          loss_part += NW ? vj * term : term;
         }
       }
       if (want_grad) {
         if (in_row) {
           // the scale is applied in A (float32 for half scores), before any rounding to S
-          A g = hit ? ((p == 1) ? a0 : A(2) * lin) * g_scale : A(0);
+          const A d = (p == 1) ? a0 : A(2) * lin;
+          A g = hit ? (NW ? vj * d : d) * g_scale : A(0);
           if (acc_row) {
             if (s0 > 0) g += acc_row[j];  // later tiles add to earlier ones, in A
             acc_row[j] = g;
@@ -427,8 +539,14 @@ __device__ void multilabel_hinge_impl(
             *gp = xm_from<S>(g);
           }
         }
-        if (p == 1) {
-          if (hit) atomicAdd(&s_hist[cnt - 1], 1);  // integer atomics: order-free
+        if (NW) {  // V in fixed point (integer atomics: order-free), V * x' per warp (p = 2)
+          if (hit) atomicAdd(&s_hist[cnt - 1], (H)xm_units(vj, fx));
+          if (p == 2) {
+            xm_warp_bin_add<false>(s_histx[warp], s_hist, s_buf_v[warp], s_buf_k[warp], hit,
+                                   cnt, vj * xs);
+          }
+        } else if (p == 1) {
+          if (hit) atomicAdd(&s_hist[cnt - 1], (H)1);  // integer atomics: order-free
         } else {  // counts, and per-warp sums of x' per bin (deterministic; every lane calls)
           xm_warp_bin_add(s_histx[warp], s_hist, s_buf_v[warp], s_buf_k[warp], hit, cnt, xs);
         }
@@ -445,7 +563,7 @@ __device__ void multilabel_hinge_impl(
       __syncthreads();
       // reverse inclusive scans of hist and hist_x, fixed pattern
       for (int d = 1; d < XM_TILE; d <<= 1) {
-        int h = s_hist[tid];
+        H h = s_hist[tid];
         A v = s_tmp[tid];
         if (tid + d < XM_TILE) {
           h += s_hist[tid + d];
@@ -457,14 +575,16 @@ __device__ void multilabel_hinge_impl(
         __syncthreads();
       }
       if (tid < n_t) {
-        const A above = (A)s_hist[tid];
+        // above_k (NW: SV_k, read back from fixed point; > 0 iff a pair exists)
+        const A above = NW ? (A)s_hist[tid] * fx.g : (A)s_hist[tid];
         const A w_s = s_w[tid];
         A g_pos;
         if (p == 1) {
           g_pos = -w_s * above;
         } else {
-          // sum_{x_j > thr_k} (x'_j - thr'_k), infinite where it must be: a -inf thr' gives
-          // -(-inf)*above, a +inf negative makes s_tmp (a suffix sum, never a difference) +inf
+          // sum_{x_j > thr_k} (x'_j - thr'_k) (NW: times V_j), infinite where it must be: a -inf
+          // thr' gives -(-inf)*above, a +inf negative makes s_tmp (a suffix sum, never a
+          // difference) +inf
           g_pos = above > A(0) ? A(-2) * w_s * (s_tmp[tid] - s_thr[tid] * above) : A(0);
         }
         const int c = s_cls[tid];
@@ -549,9 +669,9 @@ struct alignas(16) xm_vec {
 template <typename S, typename I, typename A>
 __device__ void xm_split_setup_impl(const S* __restrict__ x, long long sxn, long long sxc,
                                     const I* __restrict__ t, long long stn, long long stk,
-                                    const A* __restrict__ weight, A* __restrict__ tab,
-                                    int* __restrict__ itab, long long C, long long K,
-                                    double margin) {
+                                    const A* __restrict__ weight, long long swn,
+                                    A* __restrict__ tab, int* __restrict__ itab, long long C,
+                                    long long K, double margin) {
   __shared__ A s_cmp[XM_TILE];
   __shared__ A s_thr[XM_TILE];
   __shared__ A s_w[XM_TILE];
@@ -592,7 +712,8 @@ __device__ void xm_split_setup_impl(const S* __restrict__ x, long long sxn, long
     if (c >= 0 && c < C) key = (int)c;
   }
   s_pos[tid] = key;
-  xm_tile_setup<S, I, A>(x_row, sxc, t_row, stk, weight, C, margin, 0, n_t, s_cmp, s_thr, s_w,
+  const A* w_row = weight ? weight + row * swn : weight;  // (C,): swn 0 (the plain entries)
+  xm_tile_setup<S, I, A>(x_row, sxc, t_row, stk, w_row, C, margin, 0, n_t, s_cmp, s_thr, s_w,
                          s_cls, s_pre, s_tmp, &s_piv);  // (its first barrier orders s_pos)
   if (tid < n_t) {
     int rank = 0;
@@ -628,12 +749,13 @@ struct xm_judge_state {
 
 // One class j (valid = false: none, but the warp operations still run): the loss term and
 // gradient of a negative (returned, 0 for a positive or no class), the counts and sums per bin.
-template <typename A>
+// NW: vj is its V (1 without V); the bins hold V in fixed point and V * x' (the header).
+template <bool NW, typename A, typename H>
 __device__ __forceinline__ A xm_judge_one(xm_judge_state<A>& st, bool valid, long long j, A xv,
-                                          const A* s_cmp, const A (*s_pre)[XM_TILE + 1],
-                                          const int* s_pos, int* s_hist, A* bins, A* buf_v,
-                                          int* buf_k, A piv, A g_scale, int n_t, int top, int p,
-                                          int want_grad) {
+                                          A vj, const xm_fixed<A>& fx, const A* s_cmp,
+                                          const A (*s_pre)[XM_TILE + 1], const int* s_pos,
+                                          H* s_hist, A* bins, A* buf_v, int* buf_k, A piv,
+                                          A g_scale, int n_t, int top, int p, int want_grad) {
   bool neg = false;
   int cnt = 0;
   if (valid) {
@@ -643,44 +765,53 @@ __device__ __forceinline__ A xm_judge_one(xm_judge_state<A>& st, bool valid, lon
     }
     neg = st.next != j;
     st.flags |= (xv != xv) ? 1 : 0;
-    st.flags |= neg ? 2 : 0;
+    st.flags |= neg ? 2 : 0;  // V = 0 included: still a negative for the NaN rule
     for (int step = top; step > 0; step >>= 1) {  // cnt = #{s_cmp[0..n_t) < xv}
       const int probe = cnt + step;
       if (probe <= n_t && s_cmp[probe - 1] < xv) cnt = probe;
     }
   }
-  const bool hit = neg && cnt > 0;
+  // V = 0: no pair, selected out before any product (an infinite hinge gives no 0 * inf)
+  const bool hit = neg && cnt > 0 && (!NW || vj != A(0));
   const A xs = xv - piv;
   const A a0 = s_pre[0][cnt], a1 = s_pre[1][cnt];
   const A lin = a0 * xs - a1;  // infinite scores: see the header (the same sums as above)
   if (hit) {
     if (p == 1) {
-      st.loss += lin;
+      st.loss += NW ? vj * lin : lin;
     } else {
       const A sq = a0 * xs * xs - A(2) * xs * a1 + s_pre[2][cnt];
-      st.loss += (lin - lin == A(0)) ? sq : lin;
+      const A term = (lin - lin == A(0)) ? sq : lin;
+      st.loss += NW ? vj * term : term;
     }
   }
   if (!want_grad) return A(0);
-  if (p == 1) {
-    if (hit) atomicAdd(&s_hist[cnt - 1], 1);  // integer atomics: order-free
+  if (NW) {  // V in fixed point (integer atomics: order-free), V * x' per warp (p = 2)
+    if (hit) atomicAdd(&s_hist[cnt - 1], (H)xm_units(vj, fx));
+    if (p == 2) xm_warp_bin_add<false>(bins, s_hist, buf_v, buf_k, hit, cnt, vj * xs);
+  } else if (p == 1) {
+    if (hit) atomicAdd(&s_hist[cnt - 1], (H)1);  // integer atomics: order-free
   } else {
     xm_warp_bin_add(bins, s_hist, buf_v, buf_k, hit, cnt, xs);  // counts too
   }
+  if (NW) return hit ? vj * ((p == 1) ? a0 : A(2) * lin) * g_scale : A(0);
   return hit ? ((p == 1) ? a0 : A(2) * lin) * g_scale : A(0);
 }
 
-template <typename S, typename A>
-__device__ void xm_split_judge_impl(const S* __restrict__ x, long long sxn, long long sxc,
-                                    S* __restrict__ grad, long long sgn, long long sgc,
-                                    const A* __restrict__ scale, const A* __restrict__ tab,
-                                    const int* __restrict__ itab, A* __restrict__ part,
-                                    int* __restrict__ ipart, long long C, int n_slices, int p,
-                                    int want_grad) {
+// NW: V (neg_weight, row stride svn; null: 1) and its max vmax; ipart holds the flags and the
+// bins' fixed-point sums of V as 64-bit integers.
+template <typename S, typename A, bool NW>
+__device__ void xm_split_judge_impl(
+    const S* __restrict__ x, long long sxn, long long sxc, S* __restrict__ grad, long long sgn,
+    long long sgc, const A* __restrict__ scale, const A* __restrict__ neg_weight, long long svn,
+    const A* __restrict__ vmax, const A* __restrict__ tab, const int* __restrict__ itab,
+    A* __restrict__ part, typename xm_if<NW, unsigned long long, int>::type* __restrict__ ipart,
+    long long C, int n_slices, int p, int want_grad) {
+  typedef typename xm_if<NW, unsigned long long, int>::type H;
   __shared__ A s_cmp[XM_TILE];
   __shared__ A s_pre[3][XM_TILE + 1];
   __shared__ int s_pos[XM_TILE];
-  __shared__ int s_hist[XM_TILE];
+  __shared__ H s_hist[XM_TILE];             // counts (NW: sums of V, fixed point)
   __shared__ A s_histx[XM_WARPS][XM_TILE];  // per-warp bins (p = 2)
   __shared__ A s_buf_v[XM_WARPS][32];       // per-warp compaction buffers (p = 2)
   __shared__ int s_buf_k[XM_WARPS][32];
@@ -722,6 +853,9 @@ __device__ void xm_split_judge_impl(const S* __restrict__ x, long long sxn, long
   }
   const A piv = tab_row[XM_TAB_PIV];
   const A g_scale = scale ? scale[row] : A(1);
+  const A* v_row = (NW && neg_weight) ? neg_weight + row * svn : nullptr;
+  xm_fixed<A> fx = {A(1), A(1)};
+  if (NW) fx = xm_fixed_unit(vmax, C);
   __syncthreads();
   int top = 1;
   while (top * 2 <= n_t) top <<= 1;
@@ -760,8 +894,9 @@ __device__ void xm_split_judge_impl(const S* __restrict__ x, long long sxn, long
     const long long j = j_begin + tid;
     const bool valid = j < head_end;
     const A xv = valid ? (A)xm_to_float(x_row[j]) : A(0);
-    const A g = xm_judge_one(st, valid, j, xv, s_cmp, s_pre, s_pos, s_hist, bins, buf_v, buf_k,
-                             piv, g_scale, n_t, top, p, want_grad);
+    const A vj = (NW && valid && v_row) ? v_row[j] : A(1);
+    const A g = xm_judge_one<NW>(st, valid, j, xv, vj, fx, s_cmp, s_pre, s_pos, s_hist, bins,
+                                 buf_v, buf_k, piv, g_scale, n_t, top, p, want_grad);
     if (want_grad && valid) g_row[j] = xm_from<S>(g);
   }
   // body: V classes per thread and step
@@ -774,8 +909,10 @@ __device__ void xm_split_judge_impl(const S* __restrict__ x, long long sxn, long
 #pragma unroll
     for (int v = 0; v < V; ++v) {
       const A xv = valid ? (A)xm_to_float(in.v[v]) : A(0);
-      const A g = xm_judge_one(st, valid, j0 + v, xv, s_cmp, s_pre, s_pos, s_hist, bins, buf_v,
-                               buf_k, piv, g_scale, n_t, top, p, want_grad);
+      // V: scalar loads (V is in A, wider than the scores for half dtypes)
+      const A vj = (NW && valid && v_row) ? v_row[j0 + v] : A(1);
+      const A g = xm_judge_one<NW>(st, valid, j0 + v, xv, vj, fx, s_cmp, s_pre, s_pos, s_hist,
+                                   bins, buf_v, buf_k, piv, g_scale, n_t, top, p, want_grad);
       out.v[v] = xm_from<S>(g);  // a positive gets 0 here; the finish writes its gradient
     }
     if (want_grad && valid) *reinterpret_cast<xm_vec<S>*>(g_row + j0) = out;
@@ -785,8 +922,9 @@ __device__ void xm_split_judge_impl(const S* __restrict__ x, long long sxn, long
     const long long j = c0 + tid;
     const bool valid = j < j_end;
     const A xv = valid ? (A)xm_to_float(x_row[j * sxc]) : A(0);
-    const A g = xm_judge_one(st, valid, j, xv, s_cmp, s_pre, s_pos, s_hist, bins, buf_v, buf_k,
-                             piv, g_scale, n_t, top, p, want_grad);
+    const A vj = (NW && valid && v_row) ? v_row[j] : A(1);
+    const A g = xm_judge_one<NW>(st, valid, j, xv, vj, fx, s_cmp, s_pre, s_pos, s_hist, bins,
+                                 buf_v, buf_k, piv, g_scale, n_t, top, p, want_grad);
     if (want_grad && valid) g_row[j * sgc] = xm_from<S>(g);
   }
 
@@ -795,10 +933,10 @@ __device__ void xm_split_judge_impl(const S* __restrict__ x, long long sxn, long
   const int nan_any = __syncthreads_or(st.flags & 1);
   const int neg_any = __syncthreads_or(st.flags & 2);
   A* part_row = part + (row * n_slices + slice) * XM_PART;
-  int* ipart_row = ipart + (row * n_slices + slice) * XM_PART;
+  H* ipart_row = ipart + (row * n_slices + slice) * XM_PART;
   if (tid == 0) {
     part_row[0] = total;
-    ipart_row[0] = (nan_any ? 1 : 0) | (neg_any ? 2 : 0);
+    ipart_row[0] = (H)((nan_any ? 1 : 0) | (neg_any ? 2 : 0));
   }
   if (want_grad && tid < n_t) {
     ipart_row[1 + tid] = s_hist[tid];
@@ -810,13 +948,16 @@ __device__ void xm_split_judge_impl(const S* __restrict__ x, long long sxn, long
   }
 }
 
-template <typename S, typename A>
-__device__ void xm_split_finish_impl(A* __restrict__ loss_out, S* __restrict__ grad,
-                                     long long sgn, long long sgc, const A* __restrict__ scale,
-                                     const A* __restrict__ tab, const int* __restrict__ itab,
-                                     const A* __restrict__ part, const int* __restrict__ ipart,
-                                     long long C, int n_slices, int p, int want_grad) {
-  __shared__ int s_hist[XM_TILE];
+// NW: the bins hold fixed-point sums of V (64-bit), read back with vmax's unit
+template <typename S, typename A, bool NW>
+__device__ void xm_split_finish_impl(
+    A* __restrict__ loss_out, S* __restrict__ grad, long long sgn, long long sgc,
+    const A* __restrict__ scale, const A* __restrict__ vmax, const A* __restrict__ tab,
+    const int* __restrict__ itab, const A* __restrict__ part,
+    const typename xm_if<NW, unsigned long long, int>::type* __restrict__ ipart, long long C,
+    int n_slices, int p, int want_grad) {
+  typedef typename xm_if<NW, unsigned long long, int>::type H;
+  __shared__ H s_hist[XM_TILE];
   __shared__ A s_tmp[XM_TILE];
   __shared__ int s_cls[XM_TILE];
   const long long row = blockIdx.x;
@@ -829,9 +970,9 @@ __device__ void xm_split_finish_impl(A* __restrict__ loss_out, S* __restrict__ g
   const int n_t = min(n_pos, XM_TILE);
   const A* tab_row = tab + row * XM_TAB_A;
   const A* part_row = part + row * n_slices * XM_PART;
-  const int* ipart_row = ipart + row * n_slices * XM_PART;
+  const H* ipart_row = ipart + row * n_slices * XM_PART;
   int flags = 0;
-  for (int s = tid; s < n_slices; s += XM_THREADS) flags |= ipart_row[s * XM_PART];
+  for (int s = tid; s < n_slices; s += XM_THREADS) flags |= (int)ipart_row[s * XM_PART];
   const int nan_any = __syncthreads_or(flags & 1);
   const int neg_any = __syncthreads_or(flags & 2);
   const bool nan_row = nan_any && neg_any && n_t > 0;
@@ -847,8 +988,8 @@ __device__ void xm_split_finish_impl(A* __restrict__ loss_out, S* __restrict__ g
     for (long long j = tid; j < C; j += XM_THREADS) g_row[j * sgc] = nan;
     return;
   }
-  // the bins summed over the slices in slice order
-  int h = 0;
+  // the bins summed over the slices in slice order (NW: integers, exact in any order)
+  H h = 0;
   A hx = A(0);
   if (tid < n_t) {
     for (int s = 0; s < n_slices; ++s) {
@@ -863,7 +1004,7 @@ __device__ void xm_split_finish_impl(A* __restrict__ loss_out, S* __restrict__ g
   // reverse inclusive scans (above[k] = #{negatives x_j > thr_k}), as step 4 of the one-block
   // kernel
   for (int d = 1; d < XM_TILE; d <<= 1) {
-    int hh = s_hist[tid];
+    H hh = s_hist[tid];
     A v = s_tmp[tid];
     if (tid + d < XM_TILE) {
       hh += s_hist[tid + d];
@@ -875,7 +1016,8 @@ __device__ void xm_split_finish_impl(A* __restrict__ loss_out, S* __restrict__ g
     __syncthreads();
   }
   if (tid < n_t) {
-    const A above = (A)s_hist[tid];
+    // above_k (NW: SV_k from fixed point, > 0 iff a pair exists; the judges' unit)
+    const A above = NW ? (A)s_hist[tid] * xm_fixed_unit(vmax, C).g : (A)s_hist[tid];
     const A w_s = tab_row[XM_TAB_W + tid];
     A g_pos;
     if (p == 1) {
@@ -896,47 +1038,101 @@ __device__ void xm_split_finish_impl(A* __restrict__ loss_out, S* __restrict__ g
 }
 
 // -- entry points: score dtype x target dtype ----------------------------------------------------
-#define XM_ENTRY(NAME, S, I, A)                                                              \
-  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME(                               \
+// XM_ENTRIES (header, "Weights"): bit 1 the plain set (the default), bit 2 the weighted set.
+#ifndef XM_ENTRIES
+#define XM_ENTRIES 1
+#endif
+
+// the plain set: W (C,) or null (row stride 0), no V
+#define XM_ENTRY(NAME, S, I, A)                                                               \
+  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME(                \
       const S* x, long long sxn, long long sxc, const I* t, long long stn, long long stk,      \
       const A* weight, A* loss, S* grad, long long sgn, long long sgc, int* bits,              \
       long long words, const A* scale, A* gacc, long long C, long long K, double margin,       \
-      int p, int want_grad) {                                                                \
-    multilabel_hinge_impl<S, I, A>(x, sxn, sxc, t, stn, stk, weight, loss, grad, sgn, sgc,    \
-                                   bits, words, scale, gacc, C, K, margin, p, want_grad);     \
-  }                                                                                          \
-  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_setup(                       \
+      int p, int want_grad) {                                                                 \
+    multilabel_hinge_impl<S, I, A, false>(x, sxn, sxc, t, stn, stk, weight, 0, nullptr, 0,     \
+                                          nullptr, loss, grad, sgn, sgc, bits, words, scale,   \
+                                          gacc, C, K, margin, p, want_grad);                   \
+  }                                                                                           \
+  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_setup(        \
       const S* x, long long sxn, long long sxc, const I* t, long long stn, long long stk,      \
       const A* weight, A* tab, int* itab, long long C, long long K, double margin) {           \
-    xm_split_setup_impl<S, I, A>(x, sxn, sxc, t, stn, stk, weight, tab, itab, C, K, margin);   \
+    xm_split_setup_impl<S, I, A>(x, sxn, sxc, t, stn, stk, weight, 0, tab, itab, C, K,         \
+                                 margin);                                                     \
   }
 
 // the judge and the finish read no targets: one per score dtype
-#define XM_SPLIT_ENTRY(NAME, S, A)                                                           \
-  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_judge(                       \
+#define XM_SPLIT_ENTRY(NAME, S, A)                                                            \
+  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_judge(        \
       const S* x, long long sxn, long long sxc, S* grad, long long sgn, long long sgc,         \
       const A* scale, const A* tab, const int* itab, A* part, int* ipart, long long C,         \
-      int n_slices, int p, int want_grad) {                                                  \
-    xm_split_judge_impl<S, A>(x, sxn, sxc, grad, sgn, sgc, scale, tab, itab, part, ipart, C,   \
-                              n_slices, p, want_grad);                                       \
-  }                                                                                          \
-  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_finish(                      \
+      int n_slices, int p, int want_grad) {                                                   \
+    xm_split_judge_impl<S, A, false>(x, sxn, sxc, grad, sgn, sgc, scale, nullptr, 0, nullptr,  \
+                                     tab, itab, part, ipart, C, n_slices, p, want_grad);       \
+  }                                                                                           \
+  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_finish(       \
       A* loss, S* grad, long long sgn, long long sgc, const A* scale, const A* tab,            \
       const int* itab, const A* part, const int* ipart, long long C, int n_slices, int p,      \
-      int want_grad) {                                                                       \
-    xm_split_finish_impl<S, A>(loss, grad, sgn, sgc, scale, tab, itab, part, ipart, C,         \
-                               n_slices, p, want_grad);                                      \
+      int want_grad) {                                                                        \
+    xm_split_finish_impl<S, A, false>(loss, grad, sgn, sgc, scale, nullptr, tab, itab, part,   \
+                                      ipart, C, n_slices, p, want_grad);                      \
   }
 
-XM_ENTRY(xm_multilabel_hinge_f16_i32, xm_half, int, float)
-XM_ENTRY(xm_multilabel_hinge_f16_i64, xm_half, long long, float)
-XM_ENTRY(xm_multilabel_hinge_bf16_i32, xm_bfloat16, int, float)
-XM_ENTRY(xm_multilabel_hinge_bf16_i64, xm_bfloat16, long long, float)
-XM_ENTRY(xm_multilabel_hinge_f32_i32, float, int, float)
-XM_ENTRY(xm_multilabel_hinge_f32_i64, float, long long, float)
-XM_ENTRY(xm_multilabel_hinge_f64_i32, double, int, double)
-XM_ENTRY(xm_multilabel_hinge_f64_i64, double, long long, double)
-XM_SPLIT_ENTRY(xm_multilabel_hinge_f16, xm_half, float)
-XM_SPLIT_ENTRY(xm_multilabel_hinge_bf16, xm_bfloat16, float)
-XM_SPLIT_ENTRY(xm_multilabel_hinge_f32, float, float)
-XM_SPLIT_ENTRY(xm_multilabel_hinge_f64, double, double)
+// the weighted set: W and V each (C,) (stride 0), (N, C) (stride C) or null, vmax = max V (read on
+// the device; null without V); the split path's ipart is 64-bit (flags, fixed-point bins)
+#define XM_ENTRY_W(NAME, S, I, A)                                                             \
+  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_w(            \
+      const S* x, long long sxn, long long sxc, const I* t, long long stn, long long stk,      \
+      const A* weight, long long swn, const A* neg_weight, long long svn, const A* vmax,       \
+      A* loss, S* grad, long long sgn, long long sgc, int* bits, long long words,              \
+      const A* scale, A* gacc, long long C, long long K, double margin, int p,                 \
+      int want_grad) {                                                                        \
+    multilabel_hinge_impl<S, I, A, true>(x, sxn, sxc, t, stn, stk, weight, swn, neg_weight,    \
+                                         svn, vmax, loss, grad, sgn, sgc, bits, words, scale,  \
+                                         gacc, C, K, margin, p, want_grad);                    \
+  }                                                                                           \
+  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_w_setup(      \
+      const S* x, long long sxn, long long sxc, const I* t, long long stn, long long stk,      \
+      const A* weight, long long swn, A* tab, int* itab, long long C, long long K,             \
+      double margin) {                                                                        \
+    xm_split_setup_impl<S, I, A>(x, sxn, sxc, t, stn, stk, weight, swn, tab, itab, C, K,       \
+                                 margin);                                                     \
+  }
+
+#define XM_SPLIT_ENTRY_W(NAME, S, A)                                                          \
+  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_w_judge(      \
+      const S* x, long long sxn, long long sxc, S* grad, long long sgn, long long sgc,         \
+      const A* scale, const A* neg_weight, long long svn, const A* vmax, const A* tab,         \
+      const int* itab, A* part, unsigned long long* ipart, long long C, int n_slices, int p,   \
+      int want_grad) {                                                                        \
+    xm_split_judge_impl<S, A, true>(x, sxn, sxc, grad, sgn, sgc, scale, neg_weight, svn, vmax, \
+                                    tab, itab, part, ipart, C, n_slices, p, want_grad);        \
+  }                                                                                           \
+  extern "C" __global__ void __launch_bounds__(XM_THREADS, XM_MIN_BLOCKS) NAME##_w_finish(     \
+      A* loss, S* grad, long long sgn, long long sgc, const A* scale, const A* vmax,           \
+      const A* tab, const int* itab, const A* part, const unsigned long long* ipart,           \
+      long long C, int n_slices, int p, int want_grad) {                                      \
+    xm_split_finish_impl<S, A, true>(loss, grad, sgn, sgc, scale, vmax, tab, itab, part,       \
+                                     ipart, C, n_slices, p, want_grad);                       \
+  }
+
+#define XM_ALL_ENTRIES(ENTRY, SPLIT_ENTRY)                                                    \
+  ENTRY(xm_multilabel_hinge_f16_i32, xm_half, int, float)                                     \
+  ENTRY(xm_multilabel_hinge_f16_i64, xm_half, long long, float)                               \
+  ENTRY(xm_multilabel_hinge_bf16_i32, xm_bfloat16, int, float)                                \
+  ENTRY(xm_multilabel_hinge_bf16_i64, xm_bfloat16, long long, float)                          \
+  ENTRY(xm_multilabel_hinge_f32_i32, float, int, float)                                       \
+  ENTRY(xm_multilabel_hinge_f32_i64, float, long long, float)                                 \
+  ENTRY(xm_multilabel_hinge_f64_i32, double, int, double)                                     \
+  ENTRY(xm_multilabel_hinge_f64_i64, double, long long, double)                               \
+  SPLIT_ENTRY(xm_multilabel_hinge_f16, xm_half, float)                                        \
+  SPLIT_ENTRY(xm_multilabel_hinge_bf16, xm_bfloat16, float)                                   \
+  SPLIT_ENTRY(xm_multilabel_hinge_f32, float, float)                                          \
+  SPLIT_ENTRY(xm_multilabel_hinge_f64, double, double)
+
+#if XM_ENTRIES & 1
+XM_ALL_ENTRIES(XM_ENTRY, XM_SPLIT_ENTRY)
+#endif
+#if XM_ENTRIES & 2
+XM_ALL_ENTRIES(XM_ENTRY_W, XM_SPLIT_ENTRY_W)
+#endif

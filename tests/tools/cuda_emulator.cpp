@@ -4,7 +4,9 @@
 // variables become function statics. __syncthreads and the (full-warp) warp operations are
 // barriers with exchange slots; atomics are std::atomic_ref. This checks the kernel's logic
 // (sorting, searches, histograms, barriers, warp reductions, strides, dtypes) against the
-// reference backend; it says nothing about speed.
+// reference backend; it says nothing about speed. XM_ENTRIES picks the entry-point sets built
+// (the kernel's macro): 1 the plain one (the default), 3 also the weighted one (neg_weight,
+// (N, C) weights), which a run asks for in its header.
 //
 // Build: g++ -std=c++20 -O1 -pthread -I kernels/cuda tests/tools/cuda_emulator.cpp
 // Usage: emulator IN OUT   (binary formats: see tests/cuda_emu.py)
@@ -117,6 +119,9 @@ inline unsigned int atomicOr(unsigned int* p, unsigned int v) {
   return std::atomic_ref<unsigned int>(*p).fetch_or(v);
 }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+}
 
 template <typename To, typename From>
 inline To xm_bits(From v) {
@@ -127,7 +132,15 @@ inline To xm_bits(From v) {
 inline float __int_as_float(int v) { return xm_bits<float>(v); }
 inline float __uint_as_float(unsigned int v) { return xm_bits<float>(v); }
 inline unsigned int __float_as_uint(float v) { return xm_bits<unsigned int>(v); }
+inline int __float_as_int(float v) { return xm_bits<int>(v); }
 inline double __longlong_as_double(long long v) { return xm_bits<double>(v); }
+inline long long __double_as_longlong(double v) { return xm_bits<long long>(v); }
+inline int __clzll(long long v) { return v == 0 ? 64 : __builtin_clzll((unsigned long long)v); }
+// round to nearest even (the default rounding mode), as cvt.rni does
+inline unsigned long long __float2ull_rn(float v) { return (unsigned long long)std::nearbyint(v); }
+inline unsigned long long __double2ull_rn(double v) {
+  return (unsigned long long)std::nearbyint(v);
+}
 inline float __double2float_rd(double v) {
   float r = (float)v;
   if ((double)r > v) r = std::nextafter(r, -INFINITY);
@@ -139,7 +152,15 @@ inline unsigned short xm_host_float_to_half(float v) {
   return xm_bits<unsigned short>((_Float16)v);
 }
 
+#ifndef XM_ENTRIES
+#define XM_ENTRIES 1  // -DXM_ENTRIES=3: the weighted set as well (twice the build time)
+#endif
 #include "multilabel_hinge.cu"
+#if XM_ENTRIES & 2
+#define XM_IF_WEIGHTED(...) __VA_ARGS__
+#else
+#define XM_IF_WEIGHTED(...) nullptr
+#endif
 
 // ------------------------------------------------------------------------------------------
 struct Header {
@@ -151,6 +172,9 @@ struct Header {
   int64_t p, want_grad, has_weight, has_scale, has_acc;
   int64_t slices;  // 0: the one-block kernel; S >= 1: setup, judge on (N, S), finish
   double margin;
+  // the weighted set: W's and V's row strides (0: (C,), C: (N, C)), V given or not (vmax: its
+  // max, computed here as the launcher does on the device)
+  int64_t weighted, swn, has_neg_weight, svn;
 };
 
 template <typename S, typename I, typename A>
@@ -168,16 +192,40 @@ struct Split {
                  const int*, long long, int, int, int);
 };
 
+// the weighted set (names with _w)
 template <typename S, typename I, typename A>
-static void run(const Header& h, FILE* in, FILE* out, Entry<S, I, A> kernel, Split<S, I, A> split) {
+using EntryW = void (*)(const S*, long long, long long, const I*, long long, long long, const A*,
+                        long long, const A*, long long, const A*, A*, S*, long long, long long,
+                        int*, long long, const A*, A*, long long, long long, double, int, int);
+
+template <typename S, typename I, typename A>
+struct SplitW {
+  void (*setup)(const S*, long long, long long, const I*, long long, long long, const A*,
+                long long, A*, int*, long long, long long, double);
+  void (*judge)(const S*, long long, long long, S*, long long, long long, const A*, const A*,
+                long long, const A*, const A*, const int*, A*, unsigned long long*, long long, int,
+                int, int);
+  void (*finish)(A*, S*, long long, long long, const A*, const A*, const A*, const int*,
+                 const A*, const unsigned long long*, long long, int, int, int);
+};
+
+template <typename S, typename I, typename A>
+static void run(const Header& h, FILE* in, FILE* out, Entry<S, I, A> kernel, Split<S, I, A> split,
+                EntryW<S, I, A> kernel_w, SplitW<S, I, A> split_w) {
   std::vector<S> x(h.x_elems);
   std::vector<I> t(h.t_elems);
-  std::vector<A> w(h.c), scale(h.n), loss(h.n);
+  // (N, C) weights when their row stride is C
+  std::vector<A> w(h.swn ? h.n * h.c : h.c), v(h.svn ? h.n * h.c : h.c), scale(h.n), loss(h.n);
   std::vector<S> grad(std::max<int64_t>(h.g_elems, 1));
   std::fread(x.data(), sizeof(S), x.size(), in);
   std::fread(t.data(), sizeof(I), t.size(), in);
   if (h.has_weight) std::fread(w.data(), sizeof(A), w.size(), in);
+  if (h.has_neg_weight) std::fread(v.data(), sizeof(A), v.size(), in);
   if (h.has_scale) std::fread(scale.data(), sizeof(A), scale.size(), in);
+  A vmax_value = A(0);  // the launcher's V.max() (on the device there; read by the kernels)
+  for (A e : v) vmax_value = std::max(vmax_value, e);
+  const A* vp = h.has_neg_weight ? v.data() : nullptr;
+  const A* vmax = h.has_neg_weight && !v.empty() ? &vmax_value : nullptr;
   std::fread(grad.data(), sizeof(S), h.g_elems, in);  // the caller's garbage, to be overwritten
   long long words = (h.c + 31) / 32;
   std::vector<int> bits(std::max<long long>(h.n * words, 1), 0x5a5a5a5a);  // not zeroed
@@ -209,6 +257,34 @@ static void run(const Header& h, FILE* in, FILE* out, Entry<S, I, A> kernel, Spl
     }
     for (auto& th : threads) th.join();
   };
+  if (h.slices > 0 && h.weighted) {
+    const int s = (int)h.slices;
+    std::vector<A> tab(h.n * XM_TAB_A), part(h.n * s * XM_PART);
+    std::vector<int> itab(h.n * XM_TAB_I);
+    std::vector<unsigned long long> ipart(h.n * s * XM_PART);  // 64-bit: fixed-point bins
+    std::memset(tab.data(), 0xff, tab.size() * sizeof(A));
+    std::memset(part.data(), 0xff, part.size() * sizeof(A));
+    std::memset(itab.data(), 0x5a, itab.size() * sizeof(int));
+    std::memset(ipart.data(), 0x5a, ipart.size() * sizeof(unsigned long long));
+    const A* wp = h.has_weight ? w.data() : nullptr;
+    const A* sp = h.has_scale ? scale.data() : nullptr;
+    S* gp = h.want_grad ? grad.data() : nullptr;
+    launch((unsigned int)h.n, 1, [&] {
+      split_w.setup(x.data(), h.sxn, h.sxc, t.data(), h.stn, h.stk, wp, h.swn, tab.data(),
+                    itab.data(), h.c, h.k, h.margin);
+    });
+    launch((unsigned int)h.n, (unsigned int)s, [&] {
+      split_w.judge(x.data(), h.sxn, h.sxc, gp, h.sgn, h.sgc, sp, vp, h.svn, vmax, tab.data(),
+                    itab.data(), part.data(), ipart.data(), h.c, s, (int)h.p, (int)h.want_grad);
+    });
+    launch((unsigned int)h.n, 1, [&] {
+      split_w.finish(loss.data(), gp, h.sgn, h.sgc, sp, vmax, tab.data(), itab.data(),
+                     part.data(), ipart.data(), h.c, s, (int)h.p, (int)h.want_grad);
+    });
+    std::fwrite(loss.data(), sizeof(A), loss.size(), out);
+    std::fwrite(grad.data(), sizeof(S), h.g_elems, out);
+    return;
+  }
   if (h.slices > 0) {
     const int s = (int)h.slices;
     // the scratch as the launcher allocates it: not initialised (bytes the kernels must not read)
@@ -238,10 +314,18 @@ static void run(const Header& h, FILE* in, FILE* out, Entry<S, I, A> kernel, Spl
     return;
   }
   launch((unsigned int)h.n, 1, [&] {
-    kernel(x.data(), h.sxn, h.sxc, t.data(), h.stn, h.stk, h.has_weight ? w.data() : nullptr,
-           loss.data(), h.want_grad ? grad.data() : nullptr, h.sgn, h.sgc, bits.data(), words,
-           h.has_scale ? scale.data() : nullptr, h.has_acc ? gacc.data() : nullptr, h.c, h.k,
-           h.margin, (int)h.p, (int)h.want_grad);
+    if (h.weighted) {
+      kernel_w(x.data(), h.sxn, h.sxc, t.data(), h.stn, h.stk, h.has_weight ? w.data() : nullptr,
+               h.swn, vp, h.svn, vmax, loss.data(), h.want_grad ? grad.data() : nullptr, h.sgn,
+               h.sgc, bits.data(), words, h.has_scale ? scale.data() : nullptr,
+               h.has_acc ? gacc.data() : nullptr, h.c, h.k, h.margin, (int)h.p,
+               (int)h.want_grad);
+    } else {
+      kernel(x.data(), h.sxn, h.sxc, t.data(), h.stn, h.stk, h.has_weight ? w.data() : nullptr,
+             loss.data(), h.want_grad ? grad.data() : nullptr, h.sgn, h.sgc, bits.data(), words,
+             h.has_scale ? scale.data() : nullptr, h.has_acc ? gacc.data() : nullptr, h.c, h.k,
+             h.margin, (int)h.p, (int)h.want_grad);
+    }
   });
   std::fwrite(loss.data(), sizeof(A), loss.size(), out);
   std::fwrite(grad.data(), sizeof(S), h.g_elems, out);
@@ -257,11 +341,19 @@ int main(int argc, char** argv) {
   if (!in || !out) return 2;
   Header h;
   if (std::fread(&h, sizeof(h), 1, in) != 1) return 2;
+  if (h.weighted && !(XM_ENTRIES & 2)) {
+    std::fprintf(stderr, "the weighted entry points are not built here (-DXM_ENTRIES=3)\n");
+    return 3;
+  }
   const bool i64 = h.target_dtype == 1;
-#define XM_RUN(S, I, A, SC, TC)                                                       \
-  run<S, I, A>(h, in, out, xm_multilabel_hinge_##SC##_##TC,                            \
-               {xm_multilabel_hinge_##SC##_##TC##_setup, xm_multilabel_hinge_##SC##_judge, \
-                xm_multilabel_hinge_##SC##_finish})
+#define XM_RUN(S, I, A, SC, TC)                                                           \
+  run<S, I, A>(h, in, out, xm_multilabel_hinge_##SC##_##TC,                                \
+               {xm_multilabel_hinge_##SC##_##TC##_setup, xm_multilabel_hinge_##SC##_judge,     \
+                xm_multilabel_hinge_##SC##_finish},                                        \
+               XM_IF_WEIGHTED(xm_multilabel_hinge_##SC##_##TC##_w),                         \
+               {XM_IF_WEIGHTED(xm_multilabel_hinge_##SC##_##TC##_w_setup),                  \
+                XM_IF_WEIGHTED(xm_multilabel_hinge_##SC##_w_judge),                         \
+                XM_IF_WEIGHTED(xm_multilabel_hinge_##SC##_w_finish)})
   switch (h.score_dtype) {
     case 0:
       i64 ? XM_RUN(xm_half, long long, float, f16, i64) : XM_RUN(xm_half, int, float, f16, i32);

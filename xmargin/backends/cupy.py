@@ -26,6 +26,16 @@ Launch, one of two ways (``slices()`` chooses):
   and writes the loss and the positives' gradient. Scratch: (N, 6·256 + 4) accumulation-type and
   (N, 2·256 + 1) int32 tables, and (N, S, 257) partials of each; bitwise repeatable like the
   one-block kernel, whose results it matches up to the rounding of the sums.
+
+Weights: ``weight`` and ``neg_weight`` go to the kernels as contiguous arrays of the
+accumulation dtype with a row stride (0 for (C,), C for (N, C)). Calls with no ``neg_weight``
+and a (C,) or no ``weight`` launch the plain entry points, the code of before (bitwise the same
+results, nothing extra to pay); the others launch the weighted set (names ending in ``_w``),
+compiled on first use as a second module from the same source (``-DXM_ENTRIES=2``). There a
+negative's terms are multiplied by its ``neg_weight`` (0: no pair), and the positives' per-bin
+sums of the negatives' weights are 64-bit fixed-point integers (exact, so bitwise repeatable),
+in units set by ``neg_weight.max()``, computed on the device and read there by the kernels (no
+host synchronisation); the split path's integer partials are then int64.
 """
 
 from __future__ import annotations
@@ -93,8 +103,9 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
-def entry_point(score_dtype: Any, target_dtype: Any) -> str:
-    """The kernel's ``extern "C"`` name for these dtypes (ValueError for unsupported ones)."""
+def entry_point(score_dtype: Any, target_dtype: Any, weighted: bool = False) -> str:
+    """The kernel's ``extern "C"`` name for these dtypes (ValueError for unsupported ones); the
+    weighted set's with ``weighted``."""
     s, t = _dtype_name(score_dtype), _dtype_name(target_dtype)
     if s not in _SCORE_CODES:
         raise ValueError(
@@ -102,7 +113,7 @@ def entry_point(score_dtype: Any, target_dtype: Any) -> str:
         )
     if t not in _TARGET_CODES:
         raise ValueError(f"cupy backend: targets must be int32 or int64 here, got {t}")
-    return f"xm_multilabel_hinge_{_SCORE_CODES[s]}_{_TARGET_CODES[t]}"
+    return f"xm_multilabel_hinge_{_SCORE_CODES[s]}_{_TARGET_CODES[t]}" + ("_w" if weighted else "")
 
 
 def slices(n: int, c: int, k: int, sm_count: int) -> int:
@@ -113,11 +124,15 @@ def slices(n: int, c: int, k: int, sm_count: int) -> int:
     return max(1, min(-(-want // max(n, 1)), c // MIN_SLICE, MAX_SLICES))
 
 
-def split_entry_points(score_dtype: Any, target_dtype: Any) -> tuple[str, str, str]:
-    """The split path's (setup, judge, finish) kernels for these dtypes."""
-    name = entry_point(score_dtype, target_dtype)
-    base = name.rsplit("_", 1)[0]
-    return f"{name}_setup", f"{base}_judge", f"{base}_finish"
+def split_entry_points(
+    score_dtype: Any, target_dtype: Any, weighted: bool = False
+) -> tuple[str, str, str]:
+    """The split path's (setup, judge, finish) kernels for these dtypes (the weighted set's with
+    ``weighted``); the judge and the finish are per score dtype only."""
+    name = entry_point(score_dtype, target_dtype, weighted)
+    base = f"xm_multilabel_hinge_{_SCORE_CODES[_dtype_name(score_dtype)]}"
+    w = "_w" if weighted else ""
+    return f"{name}_setup", f"{base}{w}_judge", f"{base}{w}_finish"
 
 
 @functools.cache  # one query per device and process
@@ -131,14 +146,17 @@ def _sm_count(device_id: int) -> int:
     return SM_COUNT if SM_COUNT is not None else _device_sm_count(device_id)
 
 
-def _module(cupy: Any) -> Any:
-    """The compiled module for the current device (NVRTC, once per device and source)."""
+def _module(cupy: Any, weighted: bool = False) -> Any:
+    """The compiled module for the current device (NVRTC, once per device and source): the
+    plain entry points, or with ``weighted`` the weighted ones (a second module, compiled only
+    when a call needs it)."""
     device = cupy.cuda.Device()
     code = source()
-    key = cache_key(device.id, device.compute_capability, code)
+    key = (*cache_key(device.id, device.compute_capability, code), weighted)
     module = _MODULES.get(key)
     if module is None:
-        module = cupy.RawModule(code=code, options=("--std=c++14",))
+        options = ("--std=c++14", "-DXM_ENTRIES=2") if weighted else ("--std=c++14",)
+        module = cupy.RawModule(code=code, options=options)
         _MODULES[key] = module
     return module
 
@@ -217,17 +235,19 @@ def hinge(
     p: int,
     weight: Any | None,
     want_grad: bool,
+    neg_weight: Any | None = None,
     grad_scale: Any | None = None,
 ) -> tuple[Any, Any | None]:
     """The raw CUDA kernels on CuPy arrays or torch CUDA tensors (see the module docstring for
-    the launch)."""
+    the launch; ``neg_weight`` or an (N, C) ``weight`` take the weighted entry points)."""
     import cupy
     import numpy as np
 
     f = _Frame(x)
     n, c = x.shape
     k = t.shape[1]
-    name = entry_point(x.dtype, t.dtype)
+    weighted = neg_weight is not None or (weight is not None and len(weight.shape) == 2)
+    name = entry_point(x.dtype, t.dtype, weighted)
     acc = compute_dtype(f.lib, x.dtype)
     # Everything below runs on the scores' device: CuPy allocates on the current device and
     # the module is compiled for (and launched on) the current device, so the device is made
@@ -238,34 +258,43 @@ def hinge(
         if n == 0:
             return loss, grad
         w = None if weight is None else f.as_acc(weight, acc)
+        v = None if neg_weight is None else f.as_acc(neg_weight, acc)
+        # the weighted set: row strides (0 for (C,)) and V's max, a device scalar the kernels read
+        # (the unit of their fixed-point sums; no host sync)
+        swn, svn = (np.int64(c if a is not None and len(a.shape) == 2 else 0) for a in (w, v))
+        vmax = v.max() if v is not None and c > 0 else None
         scale = None if grad_scale is None else f.as_acc(grad_scale, acc, n)
         sx, st = f.strides(x), f.strides(t)
         sg = f.strides(grad) if grad is not None else (0, 0)
-        module = _module(cupy)
+        module = _module(cupy, weighted)
         s = 0 if k > TILE else slices(n, c, k, _sm_count(f.device_id(x)))
         if s:
             tab, itab = f.empty((n, TAB_A), acc), f.empty((n, TAB_I), "int32")
-            part, ipart = f.empty((n, s, PART), acc), f.empty((n, s, PART), "int32")
+            # the weighted judge's integer partials are 64-bit (fixed-point sums of V)
+            part = f.empty((n, s, PART), acc)
+            ipart = f.empty((n, s, PART), "int64" if weighted else "int32")
             setup, judge, finish = (
-                module.get_function(e) for e in split_entry_points(x.dtype, t.dtype)
+                module.get_function(e) for e in split_entry_points(x.dtype, t.dtype, weighted)
             )
             common = (
                 f.arg(tab), f.arg(itab), f.arg(part), f.arg(ipart), np.int64(c), np.int32(s),
                 np.int32(p), np.int32(bool(want_grad)),
             )  # fmt: skip
+            w_args = (f.arg(w), swn) if weighted else (f.arg(w),)
+            v_args = (f.arg(v), svn, f.arg(vmax)) if weighted else ()
             with f.stream():
                 setup((n,), (THREADS,), (
                     f.arg(x), np.int64(sx[0]), np.int64(sx[1]), f.arg(t), np.int64(st[0]),
-                    np.int64(st[1]), f.arg(w), f.arg(tab), f.arg(itab), np.int64(c),
+                    np.int64(st[1]), *w_args, f.arg(tab), f.arg(itab), np.int64(c),
                     np.int64(k), np.float64(margin),
                 ))  # fmt: skip
                 judge((n, s), (THREADS,), (
                     f.arg(x), np.int64(sx[0]), np.int64(sx[1]), f.arg(grad), np.int64(sg[0]),
-                    np.int64(sg[1]), f.arg(scale), *common,
+                    np.int64(sg[1]), f.arg(scale), *v_args, *common,
                 ))  # fmt: skip
                 finish((n,), (THREADS,), (
                     f.arg(loss), f.arg(grad), np.int64(sg[0]), np.int64(sg[1]), f.arg(scale),
-                    *common,
+                    *v_args[2:], *common,
                 ))  # fmt: skip
             return loss, grad
         words = (c + 31) // 32
@@ -275,7 +304,8 @@ def hinge(
         args = (
             f.arg(x), np.int64(sx[0]), np.int64(sx[1]),
             f.arg(t), np.int64(st[0]), np.int64(st[1]),
-            f.arg(w), f.arg(loss),
+            *((f.arg(w), swn, f.arg(v), svn, f.arg(vmax)) if weighted else (f.arg(w),)),
+            f.arg(loss),
             f.arg(grad), np.int64(sg[0]), np.int64(sg[1]),
             f.arg(bits), np.int64(words), f.arg(scale), f.arg(gacc),
             np.int64(c), np.int64(k), np.float64(margin), np.int32(p), np.int32(bool(want_grad)),
