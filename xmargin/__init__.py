@@ -20,6 +20,7 @@ from ._config import options, set_options
 from ._errors import XMarginTypeError, XMarginValueError
 from ._grad import value_and_grad
 from .backends import use_backend
+from .fused import fused_linear_multilabel_margin_loss
 from .losses import (
     hinge_embedding_loss,
     margin_ranking_loss,
@@ -61,6 +62,7 @@ __all__ = [
     "XMarginTypeError",
     "XMarginValueError",
     "backends",
+    "fused_linear_multilabel_margin_loss",
     "hinge_embedding_loss",
     "margin_ranking_loss",
     "mine_negatives",

@@ -324,6 +324,14 @@ def candidates(
     n, c = x.shape
     if isinstance(negatives, int):  # (a bad row's mined set does not matter: it is NaN)
         return _mine(xp, detach(x), t, negatives, fn)
+    return candidate_rows(fn, xp, input, t, negatives, n, c)
+
+
+def candidate_rows(
+    fn: str, xp: Namespace, input: Array, t: Array, negatives: Array, n: int, c: int
+) -> Array:
+    """:func:`candidates` for an (N, M) candidate array (``input``: the array whose namespace
+    and device the candidates are brought to)."""
     clean_t = xp.where(t < c, t, -1)
     m = negatives.shape[-1]
     cand, bad = index_values(

@@ -1,0 +1,552 @@
+"""``fused_linear_multilabel_margin_loss``: the pairwise hinge of ``hidden @ weight.T + bias``
+without the (N, C) scores (DESIGN.md §10), optionally with the classes sharded over the ranks of
+a ``torch.distributed`` process group (label-parallel).
+
+Method, for one row with hidden state h (D,), T positive slots t_k and classes j:
+
+1. The positives' scores s_k = h·W[t_k] + b[t_k] by a gather of T rows of W (N·K·D work and
+   memory); label-parallel, the rank holding t_k computes it and an all-reduce (sum, the others
+   adding exact zeros) gives every rank all of them.
+2. The classes stream in chunks of ``chunk_size``: the chunk's logits L = h·W[chunk]ᵀ + b are
+   one matmul, and the backend's hinge (any registered kernel: numba on the CPU, Triton on
+   CUDA, portable anywhere) judges them against the row's thresholds on the (N, K + chunk)
+   problem [s, L] with targets [0 … K−1]: the chunk's own positives hold −inf (no negative),
+   so the kernel returns the loss of the chunk's pairs, the negatives' gradient g_j (N, chunk)
+   and the positives' share of it, −Σ_j w_k·v_j·h'(…) (N, K). The negatives' gradient goes
+   straight into grad_hidden += g·W[chunk], grad_weight[chunk] = gᵀ·h, grad_bias[chunk] = Σ_n g.
+3. After the last chunk the positives' gradients G (N, K), summed over the chunks (and over
+   the ranks), are scattered: grad_hidden += Σ_k G_k·W[t_k], grad_weight[t_k] += G_k·h,
+   grad_bias[t_k] += G_k; the per-row losses are summed over chunks (and ranks).
+
+With ``negatives`` (an int k or (N, M) candidate classes) the chunks only mine: a running top-k
+of each row's negatives (ties to the lower class index, NaN first, as
+:func:`xmargin.mine_negatives`); the hinge then runs once on [s, the chosen negatives' logits]
+(N, K + M), each logit a gathered dot product. The normalisation is 1/C with C the number of
+classes (``num_classes`` label-parallel), as for the unfused loss.
+
+Memory beyond the inputs and the parameter gradients: O(N·chunk + N·K·D + N·D). The gradient is
+formed in the forward pass; autograd's backward scales it by ``grad_output`` (a second pass with
+per-row scales for ``reduction="none"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+from . import backends
+from ._errors import XMarginTypeError, XMarginValueError
+from ._interop import compute_dtype, is_jax, is_torch, native
+from ._xp import (
+    apply_reduction,
+    astype,
+    check_float,
+    device,
+    index_dtype,
+    namespace_of,
+    reduction_scale,
+    same_namespace,
+    shape_str,
+)
+from .losses._public import LOSSES
+from .losses._rowwise import (
+    check_index_dtype,
+    check_weight_values,
+    class_weight,
+    index_target,
+    index_values,
+    row_options,
+)
+from .negatives import _check_k_named, _select, candidate_rows, check_negatives
+
+__all__ = ["fused_linear_multilabel_margin_loss"]
+
+Array = Any
+FN = "fused_linear_multilabel_margin_loss"
+# default chunk: about 2**22 logits (16 MiB in float32) per matmul, at least 512 classes: a
+# chunk's matmul and kernel call then dwarf its Python overhead (measured ~60 µs per chunk)
+CHUNK_ELEMS = 1 << 22
+
+
+def fused_linear_multilabel_margin_loss(
+    hidden: Array,
+    weight: Array,
+    target: Array,
+    bias: Array | None = None,
+    reduction: str = "mean",
+    *,
+    margin: float = 1.0,
+    p: int = 1,
+    class_weight: Array | None = None,
+    neg_weight: Array | None = None,
+    negatives: int | Array | None = None,
+    chunk_size: int | None = None,
+    backend: str | None = None,
+    group: Any = None,
+    class_start: int = 0,
+    num_classes: int | None = None,
+) -> Array:
+    """``multilabel_margin_loss(hidden @ weight.T + bias, target, ...)`` without the scores.
+
+    ``hidden`` (N, D), ``weight`` (C, D) and ``bias`` (C,) are laid out as in
+    ``torch.nn.Linear``; ``target`` (N, K) holds class indices padded with -1 (positives before
+    the first -1), as for :func:`xmargin.multilabel_margin_loss`, whose options ``margin``,
+    ``p``, ``neg_weight``, ``negatives`` and ``backend`` mean the same here (``class_weight``
+    is its ``weight``). The value and the gradients with respect to ``hidden``, ``weight`` and
+    ``bias`` (torch autograd, or :func:`xmargin.value_and_grad` with ``argnums`` among
+    ``(0, 1, 3)``) equal the unfused loss's, but classes stream through in chunks of
+    ``chunk_size`` (default: about 4M logits per chunk) and (N, C) is never held: extra memory
+    O(N·chunk + N·K·D).
+
+    Label-parallel: with ``group`` (a ``torch.distributed`` process group) each rank passes
+    its shard of the classes, ``weight`` (C_local, D) and ``bias`` holding classes
+    [``class_start``, ``class_start`` + C_local) of ``num_classes``; ``hidden``, ``target``
+    (global class indices), ``class_weight`` and ``neg_weight`` ((num_classes,)) are the same
+    on every rank. Ranks exchange O(N·K + N·D) numbers per call (all-reduces of the positive
+    scores, the positives' gradients, the loss rows and grad_hidden); the result equals one
+    process holding all classes, to float rounding. Works with any backend torch.distributed
+    has (gloo on CPUs, NCCL on GPUs).
+
+    >>> import numpy as np, xmargin
+    >>> rng = np.random.default_rng(0)
+    >>> h, W, b = rng.normal(size=(4, 3)), rng.normal(size=(10, 3)), rng.normal(size=10)
+    >>> t = np.array([[1, 4, -1], [0, -1, -1], [9, 8, 7], [-1, -1, -1]])
+    >>> fused = xmargin.fused_linear_multilabel_margin_loss(h, W, t, b, chunk_size=3)
+    >>> bool(np.isclose(fused, xmargin.multilabel_margin_loss(h @ W.T + b, t)))
+    True
+    """
+    out = _fused(hidden, weight, target, bias, reduction, margin=margin, p=p,
+                 class_weight=class_weight, neg_weight=neg_weight, negatives=negatives,
+                 chunk_size=chunk_size, backend=backend, group=group,
+                 class_start=class_start, num_classes=num_classes)  # fmt: skip
+    return out[0]
+
+
+def _fused(
+    hidden: Array,
+    weight: Array,
+    target: Array,
+    bias: Array | None = None,
+    reduction: str = "mean",
+    *,
+    margin: float = 1.0,
+    p: int = 1,
+    class_weight: Array | None = None,
+    neg_weight: Array | None = None,
+    negatives: int | Array | None = None,
+    chunk_size: int | None = None,
+    backend: str | None = None,
+    group: Any = None,
+    class_start: int = 0,
+    num_classes: int | None = None,
+    argnums: tuple[int, ...] = (),
+) -> tuple[Array, tuple[Array, ...]]:
+    """(loss, gradients for ``argnums``) of :func:`fused_linear_multilabel_margin_loss`."""
+    prob = _Problem(hidden, weight, target, bias, reduction, margin, p, class_weight,
+                    neg_weight, negatives, chunk_size, backend, group, class_start,
+                    num_classes)  # fmt: skip
+    if argnums:
+        loss_rows, grads = prob.run(want_grad=True, row_scale=prob.grad_scale())
+        wanted = {0: grads[0], 1: grads[1], 3: grads[2]}
+        return prob.reduce(loss_rows), tuple(wanted[i] for i in argnums)
+    if is_torch(prob.hidden):
+        from .adapters.torch_fused import fused_loss
+
+        return fused_loss(prob), ()
+    if is_jax(prob.hidden):
+        from .adapters.jax_fused import fused_loss as jax_fused_loss
+
+        return jax_fused_loss(prob), ()
+    loss_rows, _ = prob.run(want_grad=False)
+    return prob.reduce(loss_rows), ()
+
+
+class _Problem:
+    """A checked call: the arrays in the compute dtype, the options, and :meth:`run`."""
+
+    def __init__(self, hidden, weight, target, bias, reduction, margin, p, cw, nw, negatives,
+                 chunk_size, backend, group, class_start, num_classes):  # fmt: skip
+        hidden = native(hidden)
+        xp = namespace_of(FN, "hidden", hidden)
+        check_float(FN, "hidden", xp, hidden)
+        self.red, self.p, self.margin = row_options(FN, None, None, reduction, p, margin)
+        if hidden.ndim != 2:
+            raise XMarginValueError(
+                f"{FN}: argument 'hidden' must have shape (N, D), got shape "
+                f"{shape_str(tuple(hidden.shape))}"
+            )
+        n, d = hidden.shape
+        weight = same_namespace(FN, xp, "hidden", hidden, "weight", weight)
+        check_float(FN, "weight", xp, weight)
+        if weight.ndim != 2 or weight.shape[1] != d or weight.shape[0] == 0:
+            raise XMarginValueError(
+                f"{FN}: argument 'weight' must have shape (C, D) with D = {d} (the layout of "
+                f"torch.nn.Linear) and C >= 1, got shape {shape_str(tuple(weight.shape))}"
+            )
+        c_local = weight.shape[0]
+        if bias is not None:
+            bias = same_namespace(FN, xp, "hidden", hidden, "bias", bias)
+            check_float(FN, "bias", xp, bias)
+            if tuple(bias.shape) != (c_local,):
+                raise XMarginValueError(
+                    f"{FN}: argument 'bias' must have shape (C,) = ({c_local},), got shape "
+                    f"{shape_str(tuple(bias.shape))}"
+                )
+        self.group = group
+        self.class_start, c = _shard(group, class_start, num_classes, c_local)
+        self.c, self.c_local = c, c_local
+        target = index_target(FN, target)
+        if tuple(target.shape[:1]) != (n,) or target.ndim != 2:
+            raise XMarginValueError(
+                f"{FN}: argument 'target' must have shape (N, K) with N = {n} (class indices "
+                f"padded with -1), got shape {shape_str(tuple(target.shape))}"
+            )
+        check_index_dtype(FN, target)
+        k = target.shape[1]
+        self.cd = cd = compute_dtype(xp, hidden.dtype)
+        self.xp, self.n, self.d, self.k = xp, n, d, k
+        self.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        t, bad = index_values(FN, xp, hidden, target, (n, k), -1, c,
+                              f"targets of {c} classes")  # fmt: skip
+        self.t, self.bad = t, bad
+        self.w = class_weight(FN, xp, hidden, cw, c, cd, name="class_weight")
+        self.v = class_weight(FN, xp, hidden, nw, c, cd, name="neg_weight")
+        self.poison = None if self.v is None else check_weight_values(FN, xp, self.v, "neg_weight")
+        self.negatives = None if negatives is None else _negatives(xp, hidden, t, negatives, n, c)
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise XMarginValueError(
+                f"{FN}: argument 'chunk_size' must be None or an int >= 1 (classes per chunk), "
+                f"got {chunk_size!r}"
+            )
+        self.chunk = chunk_size or max(512, CHUNK_ELEMS // max(n, 1))
+        backends.resolve(backend, hidden, FN)  # an unknown or unusable backend fails now
+        self.backend = backend
+        self.hidden, self.weight, self.bias = hidden, weight, bias
+
+    # ---------------------------------------------------------------------------------------
+    def with_arrays(self, hidden: Array, weight: Array, bias: Array | None) -> _Problem:
+        """The same call on other arrays of the same shapes (autodiff tracers, detached)."""
+        other = copy.copy(self)
+        other.hidden, other.weight, other.bias = hidden, weight, bias
+        return other
+
+    def grad_scale(self) -> float:
+        """The reduction's factor of every gradient row (1/C included)."""
+        return reduction_scale(self.red, self.n) / self.c
+
+    def reduce(self, loss_rows: Array) -> Array:
+        """1/C, the reduction and the output dtype."""
+        loss = apply_reduction(self.xp, loss_rows / self.c, self.red)
+        return astype(self.xp, loss, self.dtypes[0])
+
+    def run(self, *, want_grad: bool, row_scale: Any = 1.0) -> tuple[Array, tuple[Array, ...]]:
+        """The loss rows (N,) before the 1/C, and with ``want_grad`` the gradients of
+        Σ_n row_scale[n]·loss_rows[n] / ... (``row_scale`` a number or (N,)) with respect to
+        hidden, weight and bias (None without bias), in their dtypes."""
+        xp, cd = self.xp, self.cd
+        h = astype(xp, self.hidden, cd)
+        if self.poison is not None:  # an unchecked bad neg_weight: every row NaN
+            h = xp.where(self.poison, xp.nan, h)
+        W = astype(xp, self.weight, cd)
+        b = None if self.bias is None else astype(xp, self.bias, cd)
+        state = _State(self, h, W, b, want_grad)
+        if self.negatives is None:
+            for c0 in range(0, self.c_local, self.chunk):
+                state.chunk(c0, min(self.c_local, c0 + self.chunk))
+        else:
+            state.selected(self.negatives)
+        return state.finish(row_scale)
+
+
+def _shard(group: Any, class_start: Any, num_classes: Any, c_local: int) -> tuple[int, int]:
+    """(class_start, C) checked: without a group the shard is every class."""
+    for name, value in (("class_start", class_start), ("num_classes", num_classes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise XMarginTypeError(f"{FN}: argument '{name}' must be an int, got {value!r}")
+    c = c_local if num_classes is None else num_classes
+    if group is None and (class_start != 0 or c != c_local):
+        raise XMarginValueError(
+            f"{FN}: class_start = {class_start} and num_classes = {num_classes} describe a "
+            f"shard of the classes, which needs group= (a torch.distributed process group); "
+            f"without one, weight holds all C = {c_local} classes"
+        )
+    if class_start < 0 or class_start + c_local > c:
+        raise XMarginValueError(
+            f"{FN}: this rank's classes [{class_start}, {class_start + c_local}) must lie in "
+            f"[0, num_classes = {c})"
+        )
+    return class_start, c
+
+
+def _negatives(xp: Any, ref: Array, t: Array, negatives: Any, n: int, c: int) -> int | Array:
+    chosen = check_negatives(FN, negatives, n, True)
+    if isinstance(chosen, int):
+        return _check_k_named(FN, chosen)
+    return candidate_rows(FN, xp, ref, t, chosen, n, c)
+
+
+class _State:
+    """The sums of one call: loss rows, the positives' gradients, grad_hidden and the
+    parameter gradients, filled chunk by chunk."""
+
+    def __init__(self, prob: _Problem, h: Array, W: Array, b: Array | None, want_grad: bool):
+        xp = prob.xp
+        self.prob, self.xp, self.h, self.W, self.b, self.want = prob, xp, h, W, b, want_grad
+        n, k, cd = prob.n, prob.k, prob.cd
+        dev = device(h)
+        idt = index_dtype(xp)
+        t = prob.t
+        slots = xp.arange(k, dtype=idt, device=dev)[None, :]
+        first_neg = xp.min(xp.where(t < 0, slots, k), axis=1, keepdims=True) if k else None
+        none = xp.zeros((n, 0), dtype=xp.bool, device=dev)
+        self.valid = (slots < first_neg) & (t < prob.c) if k else none
+        local = self.valid & (t >= prob.class_start) & (t < prob.class_start + prob.c_local)
+        self.local = local
+        self.t_local = xp.where(local, t - prob.class_start, 0)
+        # 1. the positives' scores (label-parallel: each from the rank holding its class)
+        rows = xp.take(W, xp.reshape(self.t_local, (-1,)), axis=0)  # (N·K, D)
+        self.w_pos = xp.reshape(rows, (n, k, prob.d))
+        s = xp.sum(self.w_pos * h[:, None, :], axis=2)
+        if b is not None:
+            s = s + xp.reshape(xp.take(b, xp.reshape(self.t_local, (-1,))), (n, k))
+        s = _all_reduce(prob.group, xp.where(local, s, 0.0))
+        self.s = xp.where(self.valid, s, -xp.inf)  # (unused slots: no pair, see below)
+        # (out-of-range targets were checked, or replaced and their rows returned in prob.bad)
+        bad_t = xp.any(none, axis=1) if prob.bad is None else prob.bad
+        marker = -1 - astype(xp, bad_t, idt)[:, None]  # -2: a NaN row (the kernels' own rule)
+        self.tg = xp.concat([xp.where(self.valid, slots, -1), marker], axis=1)
+        self.wg_pos = None
+        if prob.w is not None:
+            wt = xp.reshape(xp.take(prob.w, xp.reshape(xp.where(self.valid, t, 0), (-1,))), (n, k))
+            self.wg_pos = xp.where(self.valid, wt, 0.0)
+        self.loss = xp.zeros((n,), dtype=cd, device=dev)
+        self.g_pos = xp.zeros((n, k), dtype=cd, device=dev)
+        self.g_h = xp.zeros((n, prob.d), dtype=cd, device=dev) if want_grad else None
+        self.g_w_parts: list[tuple[int, int, Array]] = []  # (c0, c1, (c1 − c0, D)) in order
+        self.g_b_parts: list[Array] = []
+        self.g_sel: tuple[Array, Array] | None = None  # selected negatives' (cols, grads)
+        self.replicated = False  # loss rows and positives' gradients already complete
+
+    def _hinge(self, scores: Array, v_neg: Array | None) -> tuple[Array, Array]:
+        """The backend's hinge on [s, scores] (N, K + m): loss rows and the gradient."""
+        xp, prob = self.xp, self.prob
+        n, k = prob.n, prob.k
+        m = scores.shape[1]
+        xg = xp.concat([self.s, scores], axis=1)
+        chosen = backends.resolve(prob.backend, xg, FN)
+        kw: dict[str, Any] = {}
+        if self.wg_pos is not None:
+            kw["weight"] = xp.concat(
+                [self.wg_pos, xp.zeros((n, m), dtype=prob.cd, device=device(xg))], axis=1
+            )
+        if v_neg is not None:
+            kw["neg_weight"] = xp.concat(
+                [xp.zeros((n, k), dtype=prob.cd, device=device(xg)), v_neg], axis=1
+            )
+        loss, grad = chosen.load()(xg, self.tg, margin=prob.margin, p=prob.p,
+                                   want_grad=self.want, **({"weight": None} | kw))  # fmt: skip
+        return astype(xp, loss, prob.cd), grad
+
+    def chunk(self, c0: int, c1: int) -> None:
+        """Classes [c0, c1) of this rank: logits, the hinge, the gradients."""
+        xp, prob = self.xp, self.prob
+        Wc = self.W[c0:c1, :]
+        logits = self.h @ xp.matrix_transpose(Wc)
+        if self.b is not None:
+            logits = logits + self.b[None, c0:c1]
+        cls = xp.arange(prob.class_start + c0, prob.class_start + c1, dtype=prob.t.dtype,
+                        device=device(logits))  # fmt: skip
+        logits = xp.where(self._is_pos(cls), -xp.inf, logits)  # a positive is no negative
+        v = None
+        if prob.v is not None:
+            v = xp.broadcast_to(prob.v[None, prob.class_start + c0 : prob.class_start + c1],
+                                tuple(logits.shape))  # fmt: skip
+        loss, grad = self._hinge(logits, v)
+        self.loss = self.loss + loss
+        if self.want:
+            k = prob.k
+            self.g_pos = self.g_pos + astype(xp, grad[:, :k], prob.cd)
+            g = astype(xp, grad[:, k:], prob.cd)
+            self.g_w_parts.append((c0, c1, g))
+
+    def _is_pos(self, cls: Array) -> Array:
+        """(N, m): class cls[j] is a positive of row n (K comparisons of (N, m))."""
+        xp, t = self.xp, self.prob.t
+        out = xp.zeros((self.prob.n, cls.shape[0]), dtype=xp.bool, device=device(cls))
+        for k in range(self.prob.k):
+            out = out | ((t[:, k : k + 1] == cls[None, :]) & self.valid[:, k : k + 1])
+        return out
+
+    def selected(self, negatives: int | Array) -> None:
+        """negatives=: mine (k) over the chunks, then one hinge on the chosen negatives."""
+        xp, prob = self.xp, self.prob
+        cols = self._mine(negatives) if isinstance(negatives, int) else negatives
+        local = (cols >= prob.class_start) & (cols < prob.class_start + prob.c_local)
+        c_loc = xp.where(local, cols - prob.class_start, 0)
+        n, m = cols.shape
+        w_sel = xp.reshape(xp.take(self.W, xp.reshape(c_loc, (-1,)), axis=0), (n, m, prob.d))
+        logit = xp.sum(w_sel * self.h[:, None, :], axis=2)
+        if self.b is not None:
+            logit = logit + xp.reshape(xp.take(self.b, xp.reshape(c_loc, (-1,))), (n, m))
+        logit = _all_reduce(prob.group, xp.where(local, logit, 0.0))
+        logit = xp.where(cols >= 0, logit, -xp.inf)
+        v = None
+        if prob.v is not None:
+            v = xp.reshape(xp.take(prob.v, xp.reshape(xp.where(cols >= 0, cols, 0), (-1,))),
+                           (n, m))  # fmt: skip
+        loss, grad = self._hinge(logit, v)
+        self.loss = loss
+        self.replicated = True  # (every rank judged all the chosen negatives: no sum)
+        if self.want:
+            k = prob.k
+            self.g_pos = astype(xp, grad[:, :k], prob.cd)
+            g = xp.where(local, astype(xp, grad[:, k:], prob.cd), 0.0)
+            self.g_sel = (c_loc, g)
+            self.w_sel = w_sel
+
+    def _mine(self, k: int) -> Array:
+        """Each row's k hardest negatives over all classes (and ranks), as global indices."""
+        xp, prob = self.xp, self.prob
+        n = prob.n
+        idt = index_dtype(xp)
+        dev = device(self.h)
+        best_key = xp.full((n, 0), -xp.inf, dtype=prob.cd, device=dev)
+        best_idx = xp.full((n, 0), -1, dtype=idt, device=dev)
+        best_pos = xp.zeros((n, 0), dtype=xp.bool, device=dev)
+        for c0 in range(0, prob.c_local, self.prob.chunk):
+            c1 = min(prob.c_local, c0 + prob.chunk)
+            logits = self.h @ xp.matrix_transpose(self.W[c0:c1, :])
+            if self.b is not None:
+                logits = logits + self.b[None, c0:c1]
+            cls = xp.arange(prob.class_start + c0, prob.class_start + c1, dtype=idt, device=dev)
+            # candidates so far first (all of lower class index): _select's stable order
+            # (is positive, −score, position) then breaks ties by class index
+            keys = xp.concat([best_key, logits], axis=1)
+            is_pos = xp.concat([best_pos, self._is_pos(cls)], axis=1)
+            idx = xp.concat([best_idx, xp.broadcast_to(cls[None, :], (n, c1 - c0))], axis=1)
+            best_key, best_idx, best_pos = _keep_top(xp, keys, idx, is_pos, k)
+        if prob.group is not None:  # every rank's top k, then the global top k
+            keys = _all_gather(prob.group, best_key)
+            idx = _all_gather(prob.group, best_idx)
+            is_pos = _all_gather(prob.group, astype(xp, best_pos, xp.int8)) != 0
+            best_key, best_idx, best_pos = _keep_top(xp, keys, idx, is_pos, k, by_index=True)
+        return xp.where(best_pos, -1, best_idx)
+
+    def finish(self, row_scale: Any) -> tuple[Array, tuple[Array, ...]]:
+        xp, prob = self.xp, self.prob
+        group = None if self.replicated else prob.group
+        loss = _all_reduce(group, self.loss)
+        if not self.want:
+            return loss, ()
+        if not isinstance(row_scale, (int, float)):
+            row_scale = xp.reshape(astype(xp, row_scale, prob.cd), (-1, 1))
+        h = self.h
+        # a NaN row (NaN loss) has a NaN gradient in every class, as in the unfused loss
+        nan_rows = xp.isnan(loss)[:, None]
+        g_h = xp.zeros((prob.n, prob.d), dtype=prob.cd, device=device(h))
+        g_w = xp.zeros((prob.c_local, prob.d), dtype=prob.cd, device=device(h))
+        g_b = xp.zeros((prob.c_local,), dtype=prob.cd, device=device(h))
+        # the negatives' share, chunk by chunk (or the selected negatives')
+        parts_w, parts_b = [], []
+        for c0, c1, g in self.g_w_parts:
+            g = xp.where(nan_rows, xp.nan, g * row_scale)
+            g_h = g_h + g @ self.W[c0:c1, :]
+            parts_w.append(xp.matrix_transpose(g) @ h)
+            parts_b.append(xp.sum(g, axis=0))
+        if parts_w:
+            g_w = xp.concat(parts_w, axis=0)
+            g_b = xp.concat(parts_b, axis=0)
+        if self.g_sel is not None:
+            c_loc, g = self.g_sel
+            g = xp.where(nan_rows, xp.nan, g * row_scale)
+            g_h = g_h + xp.sum(g[:, :, None] * self.w_sel, axis=1)
+            g_w = _index_add(xp, g_w, c_loc, g[:, :, None] * h[:, None, :])
+            g_b = _index_add(xp, g_b, c_loc, g)
+        # the positives' share, from the per-threshold sums of every chunk and rank
+        g_pos = _all_reduce(group, self.g_pos) * row_scale
+        g_pos = xp.where(self.local, xp.where(nan_rows, xp.nan, g_pos), 0.0)
+        g_h = g_h + xp.sum(g_pos[:, :, None] * self.w_pos, axis=1)
+        g_w = _index_add(xp, g_w, self.t_local, g_pos[:, :, None] * h[:, None, :])
+        g_b = _index_add(xp, g_b, self.t_local, g_pos)
+        g_h = xp.where(nan_rows, xp.nan, _all_reduce(prob.group, g_h))
+        dts = prob.dtypes
+        return loss, (
+            astype(xp, g_h, dts[0]),
+            astype(xp, g_w, dts[1]),
+            None if self.b is None else astype(xp, g_b, dts[2]),
+        )
+
+
+def _keep_top(xp: Any, keys: Array, idx: Array, is_pos: Array, k: int, by_index: bool = False):
+    """The first k columns of each row in the order (is positive, −key (NaN first), index)."""
+    if by_index:  # (gathered from several ranks: put them in class order first)
+        order = xp.argsort(idx, axis=1, stable=True)
+        keys, idx, is_pos = (xp.take_along_axis(a, order, axis=1) for a in (keys, idx, is_pos))
+    cols = _select(xp, keys, is_pos, k)  # -1 beyond the row's count of non-positives
+    safe = xp.where(cols >= 0, cols, 0)
+    pick = [xp.take_along_axis(a, safe, axis=1) for a in (keys, idx)]
+    gone = cols < 0
+    return (xp.where(gone, -xp.inf, pick[0]), xp.where(gone, -1, pick[1]),
+            gone | xp.take_along_axis(is_pos, safe, axis=1))  # fmt: skip
+
+
+def _index_add(xp: Any, out: Array, rows: Array, vals: Array) -> Array:
+    """``out`` plus ``vals`` (N, K, ...) added at rows ``rows`` (N, K) of ``out`` (repeats add
+    up). vals must be 0 where nothing is to be added."""
+    flat_rows = xp.reshape(rows, (-1,))
+    flat = xp.reshape(vals, (flat_rows.shape[0], *tuple(out.shape[1:])))
+    if is_torch(out):
+        import torch
+
+        return out.index_add(0, flat_rows.to(torch.int64), flat)
+    if is_jax(out):
+        return out.at[flat_rows].add(flat)
+    mod = type(out).__module__.split(".")[0]
+    if mod == "numpy":
+        import numpy as np
+
+        out = np.array(out, copy=True)
+        np.add.at(out, flat_rows, flat)
+        return out
+    if mod == "cupy":
+        cupyx = sys.modules.get("cupyx") or __import__("cupyx")
+        out = out.copy()
+        cupyx.scatter_add(out, flat_rows, flat)
+        return out
+    # any other namespace: sorted segment sums (prefix sums differenced per class)
+    order = xp.argsort(flat_rows, stable=True)
+    sr = xp.take(flat_rows, order)
+    sv = xp.take(flat, order, axis=0)
+    zero = xp.zeros((1, *tuple(out.shape[1:])), dtype=out.dtype, device=device(out))
+    csum = xp.concat([zero, xp.cumulative_sum(sv, axis=0)], axis=0)
+    classes = xp.arange(out.shape[0], dtype=sr.dtype, device=device(out))
+    lo = xp.searchsorted(sr, classes, side="left")
+    hi = xp.searchsorted(sr, classes, side="right")
+    return out + (xp.take(csum, hi, axis=0) - xp.take(csum, lo, axis=0))
+
+
+def _all_reduce(group: Any, a: Array) -> Array:
+    """Σ over the ranks of ``group`` (None: ``a``)."""
+    if group is None:
+        return a
+    import torch.distributed as dist
+
+    out = a.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+    return out
+
+
+def _all_gather(group: Any, a: Array) -> Array:
+    """Every rank's ``a`` (N, m), concatenated along the columns in rank order."""
+    import torch
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(a) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, a.contiguous(), group=group)
+    return torch.cat(parts, dim=1)
+
+
+LOSSES[fused_linear_multilabel_margin_loss] = (_fused, (0, 1, 3))
