@@ -24,13 +24,15 @@ NAMES = [
 ]
 
 
-def test_value_and_grad_table_covers_exactly_the_six_losses():
+def test_value_and_grad_table_covers_exactly_the_six_losses_and_the_fused_one():
     assert _IMPLS is LOSSES
-    assert set(_IMPLS) == {getattr(xmargin, name) for name in NAMES}
+    fused = xmargin.fused_linear_multilabel_margin_loss
+    assert set(_IMPLS) == {getattr(xmargin, name) for name in NAMES} | {fused}
+    scores = {"margin_ranking_loss": (0, 1), fused.__name__: (0, 1, 3)}  # (hidden, weight, bias)
     for fn, (impl, score_args) in _IMPLS.items():
         assert impl.__name__ == "_" + fn.__name__
         assert impl.__module__ == fn.__module__
-        assert score_args == ((0, 1) if fn.__name__ == "margin_ranking_loss" else (0,))
+        assert score_args == scores.get(fn.__name__, (0,))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -270,3 +270,35 @@ def test_shard_bounds_cover_the_classes():
         assert all(lo < hi for lo, hi in bounds)
         assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
         assert len({hi - lo for lo, hi in bounds}) > 1 or c % world == 0
+
+
+# --------------------------------------------------------------------------------------------
+# xmargin.nn.FusedLinearMultiLabelMarginLoss
+# --------------------------------------------------------------------------------------------
+def test_module_is_linear_plus_the_unfused_loss():
+    import xmargin.nn
+
+    torch.manual_seed(3)
+    head = xmargin.nn.FusedLinearMultiLabelMarginLoss(5, 29, negatives=4, p=2, chunk_size=6,
+                                                     neg_weight=np.linspace(1, 2, 29))  # fmt: skip
+    torch.manual_seed(3)
+    linear = torch.nn.Linear(5, 29)  # the same initialisation
+    assert torch.equal(head.weight, linear.weight) and torch.equal(head.bias, linear.bias)
+    assert set(head.state_dict()) == {"weight", "bias", "neg_weight"}
+    head.double()
+    linear.double()
+    h, _, _, t = _problem(21)
+    x = torch.tensor(h)
+    loss = head(x, torch.tensor(t))
+    loss.backward()
+    ref = xmargin.multilabel_margin_loss(
+        linear(x), torch.tensor(t), negatives=4, p=2, neg_weight=head.neg_weight
+    )
+    ref.backward()
+    assert_close(loss.item(), ref.item(), rtol=1e-12, atol=1e-12, what="module loss")
+    assert_close(head.weight.grad.numpy(), linear.weight.grad.numpy(), rtol=1e-12, atol=1e-12,
+                 what="module weight grad")  # fmt: skip
+    assert_close(head.bias.grad.numpy(), linear.bias.grad.numpy(), rtol=1e-12, atol=1e-12,
+                 what="module bias grad")  # fmt: skip
+    assert torch.equal(head.logits(x), linear(x))
+    assert "negatives=4" in repr(head) and "num_classes=29" in repr(head)

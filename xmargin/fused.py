@@ -116,14 +116,14 @@ def fused_linear_multilabel_margin_loss(
     >>> bool(np.isclose(fused, xmargin.multilabel_margin_loss(h @ W.T + b, t)))
     True
     """
-    out = _fused(hidden, weight, target, bias, reduction, margin=margin, p=p,
+    out = _fused_linear_multilabel_margin_loss(hidden, weight, target, bias, reduction, margin=margin, p=p,
                  class_weight=class_weight, neg_weight=neg_weight, negatives=negatives,
                  chunk_size=chunk_size, backend=backend, group=group,
                  class_start=class_start, num_classes=num_classes)  # fmt: skip
     return out[0]
 
 
-def _fused(
+def _fused_linear_multilabel_margin_loss(
     hidden: Array,
     weight: Array,
     target: Array,
@@ -549,4 +549,4 @@ def _all_gather(group: Any, a: Array) -> Array:
     return torch.cat(parts, dim=1)
 
 
-LOSSES[fused_linear_multilabel_margin_loss] = (_fused, (0, 1, 3))
+LOSSES[fused_linear_multilabel_margin_loss] = (_fused_linear_multilabel_margin_loss, (0, 1, 3))
