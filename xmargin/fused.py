@@ -252,13 +252,15 @@ class _Problem:
             h = xp.where(self.poison, xp.nan, h)
         W = astype(xp, self.weight, cd)
         b = None if self.bias is None else astype(xp, self.bias, cd)
-        state = _State(self, h, W, b, want_grad)
+        if not isinstance(row_scale, (int, float)):
+            row_scale = xp.reshape(astype(xp, row_scale, cd), (-1, 1))
+        state = _State(self, h, W, b, want_grad, row_scale)
         if self.negatives is None:
             for c0 in range(0, self.c_local, self.chunk):
                 state.chunk(c0, min(self.c_local, c0 + self.chunk))
         else:
             state.selected(self.negatives)
-        return state.finish(row_scale)
+        return state.finish()
 
 
 def _shard(group: Any, class_start: Any, num_classes: Any, c_local: int) -> tuple[int, int]:
@@ -292,9 +294,12 @@ class _State:
     """The sums of one call: loss rows, the positives' gradients, grad_hidden and the
     parameter gradients, filled chunk by chunk."""
 
-    def __init__(self, prob: _Problem, h: Array, W: Array, b: Array | None, want_grad: bool):
+    def __init__(
+        self, prob: _Problem, h: Array, W: Array, b: Array | None, want_grad: bool, scale: Any
+    ):
         xp = prob.xp
         self.prob, self.xp, self.h, self.W, self.b, self.want = prob, xp, h, W, b, want_grad
+        self.scale = scale  # each gradient row's factor: a number or (N, 1)
         n, k, cd = prob.n, prob.k, prob.cd
         dev = device(h)
         idt = index_dtype(xp)
@@ -324,9 +329,14 @@ class _State:
             self.wg_pos = xp.where(self.valid, wt, 0.0)
         self.loss = xp.zeros((n,), dtype=cd, device=dev)
         self.g_pos = xp.zeros((n, k), dtype=cd, device=dev)
-        self.g_h = xp.zeros((n, prob.d), dtype=cd, device=dev) if want_grad else None
-        self.g_w_parts: list[tuple[int, int, Array]] = []  # (c0, c1, (c1 − c0, D)) in order
-        self.g_b_parts: list[Array] = []
+        self.g_h = xp.zeros((n, prob.d), dtype=cd, device=dev)
+        # the parameter gradients: one buffer each, written chunk by chunk where the namespace
+        # allows it (NumPy, torch, CuPy), else the chunks' rows concatenated at the end (JAX)
+        self.in_place = type(h).__module__.split(".")[0] in ("numpy", "torch", "cupy")
+        shape_w = (prob.c_local, prob.d) if want_grad and self.in_place else (0, prob.d)
+        self.g_w = xp.zeros(shape_w, dtype=cd, device=dev)
+        self.g_b = xp.zeros(shape_w[:1], dtype=cd, device=dev)
+        self.parts: list[tuple[Array, Array]] = []
         self.g_sel: tuple[Array, Array] | None = None  # selected negatives' (cols, grads)
         self.replicated = False  # loss rows and positives' gradients already complete
 
@@ -366,11 +376,17 @@ class _State:
                                 tuple(logits.shape))  # fmt: skip
         loss, grad = self._hinge(logits, v)
         self.loss = self.loss + loss
-        if self.want:
+        if self.want:  # the negatives' share, folded in now: nothing of size (N, C) is kept
             k = prob.k
             self.g_pos = self.g_pos + astype(xp, grad[:, :k], prob.cd)
-            g = astype(xp, grad[:, k:], prob.cd)
-            self.g_w_parts.append((c0, c1, g))
+            g = astype(xp, grad[:, k:], prob.cd) * self.scale
+            self.g_h = self.g_h + g @ Wc
+            gw, gb = xp.matrix_transpose(g) @ self.h, xp.sum(g, axis=0)
+            if self.in_place:
+                self.g_w[c0:c1, :] = gw
+                self.g_b[c0:c1] = gb
+            else:
+                self.parts.append((gw, gb))
 
     def _is_pos(self, cls: Array) -> Array:
         """(N, m): class cls[j] is a positive of row n (K comparisons of (N, m))."""
@@ -435,43 +451,38 @@ class _State:
             best_key, best_idx, best_pos = _keep_top(xp, keys, idx, is_pos, k, by_index=True)
         return xp.where(best_pos, -1, best_idx)
 
-    def finish(self, row_scale: Any) -> tuple[Array, tuple[Array, ...]]:
+    def finish(self) -> tuple[Array, tuple[Array, ...]]:
         xp, prob = self.xp, self.prob
         group = None if self.replicated else prob.group
         loss = _all_reduce(group, self.loss)
         if not self.want:
             return loss, ()
-        if not isinstance(row_scale, (int, float)):
-            row_scale = xp.reshape(astype(xp, row_scale, prob.cd), (-1, 1))
-        h = self.h
-        # a NaN row (NaN loss) has a NaN gradient in every class, as in the unfused loss
-        nan_rows = xp.isnan(loss)[:, None]
-        g_h = xp.zeros((prob.n, prob.d), dtype=prob.cd, device=device(h))
-        g_w = xp.zeros((prob.c_local, prob.d), dtype=prob.cd, device=device(h))
-        g_b = xp.zeros((prob.c_local,), dtype=prob.cd, device=device(h))
-        # the negatives' share, chunk by chunk (or the selected negatives')
-        parts_w, parts_b = [], []
-        for c0, c1, g in self.g_w_parts:
-            g = xp.where(nan_rows, xp.nan, g * row_scale)
-            g_h = g_h + g @ self.W[c0:c1, :]
-            parts_w.append(xp.matrix_transpose(g) @ h)
-            parts_b.append(xp.sum(g, axis=0))
-        if parts_w:
-            g_w = xp.concat(parts_w, axis=0)
-            g_b = xp.concat(parts_b, axis=0)
-        if self.g_sel is not None:
+        h, g_h, g_w, g_b = self.h, self.g_h, self.g_w, self.g_b
+        if self.parts:
+            g_w = xp.concat([gw for gw, _ in self.parts], axis=0)
+            g_b = xp.concat([gb for _, gb in self.parts], axis=0)
+        elif g_w.shape[0] != prob.c_local:  # (no chunk wrote them: negatives=)
+            g_w = xp.zeros((prob.c_local, prob.d), dtype=prob.cd, device=device(h))
+            g_b = xp.zeros((prob.c_local,), dtype=prob.cd, device=device(h))
+        if self.g_sel is not None:  # the selected negatives' share
             c_loc, g = self.g_sel
-            g = xp.where(nan_rows, xp.nan, g * row_scale)
+            g = g * self.scale
             g_h = g_h + xp.sum(g[:, :, None] * self.w_sel, axis=1)
             g_w = _index_add(xp, g_w, c_loc, g[:, :, None] * h[:, None, :])
             g_b = _index_add(xp, g_b, c_loc, g)
         # the positives' share, from the per-threshold sums of every chunk and rank
-        g_pos = _all_reduce(group, self.g_pos) * row_scale
-        g_pos = xp.where(self.local, xp.where(nan_rows, xp.nan, g_pos), 0.0)
+        g_pos = xp.where(self.local, _all_reduce(group, self.g_pos) * self.scale, 0.0)
         g_h = g_h + xp.sum(g_pos[:, :, None] * self.w_pos, axis=1)
         g_w = _index_add(xp, g_w, self.t_local, g_pos[:, :, None] * h[:, None, :])
         g_b = _index_add(xp, g_b, self.t_local, g_pos)
-        g_h = xp.where(nan_rows, xp.nan, _all_reduce(prob.group, g_h))
+        g_h = _all_reduce(prob.group, g_h)
+        # a NaN row (NaN loss) has a NaN gradient in every class, as in the unfused loss: its
+        # grad_hidden row, and all of grad_weight and grad_bias (each sums over the rows)
+        nan_rows = xp.isnan(loss)
+        g_h = xp.where(nan_rows[:, None], xp.nan, g_h)
+        any_nan = xp.any(nan_rows)
+        g_w = xp.where(any_nan, xp.nan, g_w)
+        g_b = xp.where(any_nan, xp.nan, g_b)
         dts = prob.dtypes
         return loss, (
             astype(xp, g_h, dts[0]),
@@ -495,26 +506,24 @@ def _keep_top(xp: Any, keys: Array, idx: Array, is_pos: Array, k: int, by_index:
 
 def _index_add(xp: Any, out: Array, rows: Array, vals: Array) -> Array:
     """``out`` plus ``vals`` (N, K, ...) added at rows ``rows`` (N, K) of ``out`` (repeats add
-    up). vals must be 0 where nothing is to be added."""
+    up; vals 0 where nothing is to be added); NumPy, torch and CuPy add into ``out`` itself."""
     flat_rows = xp.reshape(rows, (-1,))
     flat = xp.reshape(vals, (flat_rows.shape[0], *tuple(out.shape[1:])))
-    if is_torch(out):
+    if is_torch(out):  # (in place: ``out`` is a buffer of this call)
         import torch
 
-        return out.index_add(0, flat_rows.to(torch.int64), flat)
+        return out.index_add_(0, flat_rows.to(torch.int64), flat)
     if is_jax(out):
         return out.at[flat_rows].add(flat)
     mod = type(out).__module__.split(".")[0]
     if mod == "numpy":
         import numpy as np
 
-        out = np.array(out, copy=True)
-        np.add.at(out, flat_rows, flat)
+        np.add.at(out, flat_rows, flat)  # (in place: ``out`` is a buffer of this call)
         return out
     if mod == "cupy":
         cupyx = sys.modules.get("cupyx") or __import__("cupyx")
-        out = out.copy()
-        cupyx.scatter_add(out, flat_rows, flat)
+        cupyx.scatter_add(out, flat_rows, flat)  # (in place, as above)
         return out
     # any other namespace: sorted segment sums (prefix sums differenced per class)
     order = xp.argsort(flat_rows, stable=True)

@@ -17,7 +17,7 @@ from .torch import _NoSecondDerivative
 
 class _Fused(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, prob):  # type: ignore[override]
+    def forward(ctx, hidden, weight, bias, prob):
         ctx.prob = prob
         ctx.has_bias = bias is not None
         # an input that requires grad, for the create_graph guard (its values are never read)
@@ -32,7 +32,7 @@ class _Fused(torch.autograd.Function):
         return prob.reduce(rows)
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out):
         prob = ctx.prob
         if ctx.grads is None:
             hidden, weight, bias = ctx.saved_tensors
