@@ -7,9 +7,15 @@ across programs (see "Split rows" below) ``multilabel_hinge_split_kernel`` and
 entries before the first negative target (the positive slots, duplicates included), they
 compute
 
-    loss = Σ_{k < T} W[t_k] · Σ_{j negative} max(0, x_j − thr_k)^p,   thr_k = x[t_k] − margin
+    loss = Σ_{k < T} W[t_k] · Σ_{j negative} V_j · max(0, x_j − thr_k)^p,
+    thr_k = x[t_k] − margin
 
-and, when asked, d loss / d x, in O(C log T + T log T) work (DESIGN.md §5):
+and, when asked, d loss / d x, in O(C log T + T log T) work (DESIGN.md §5). W (``weight``,
+HAS_WEIGHT) weighs the positive slots, V (``neg_weight``, HAS_NEG_WEIGHT) the negatives; each
+is 1 without its flag, else read from row n through a row stride (0 for a (C,) weight shared
+by every row, C for an (N, C) one; int64 offsets). A negative with V_j = 0 forms no pair: it
+adds nothing (selected away, never multiplied: 0·inf would be NaN) and stays out of the
+histogram of phase 3, but it is still a negative for the NaN rule.
 
 0. One pass over the K targets: T, and whether the row holds any value outside [-1, C) (also
    after the terminator; int64 targets compared as 64-bit). Such a row gets loss NaN and an
@@ -28,13 +34,20 @@ and, when asked, d loss / d x, in O(C log T + T log T) work (DESIGN.md §5):
        loss += A0[cnt]·x'_j − A1[cnt]                     (p = 1)
        loss += A0[cnt]·x'_j² − 2·x'_j·A1[cnt] + A2[cnt]   (p = 2)
        d/dx_j += A0[cnt]  (p = 1)  or  2·(A0[cnt]·x'_j − A1[cnt])  (p = 2)
-   and a histogram of cnt (and, for p = 2, of Σ x' per cnt) is kept in registers.
+   and a histogram of cnt (and, for p = 2, of Σ x' per cnt) is kept in registers. With
+   neg_weight the loss and gradient terms are multiplied by V_j, and the histogram gains the
+   per-bin sums Σ V_j (and, for p = 2, Σ V_j·x'_j instead of Σ x'_j).
 4. The sorted threshold s has above_s = #{negatives j : x_j > thr_s} = Σ_{v ≥ s} hist[v]
    (x_j > thr_s ⇔ cnt_j > s), so its class gets
        d/dx[c_s] = −m_s · W_s · above_s                       (p = 1)
        d/dx[c_s] = −2 · m_s · W_s · Σ_{x_j > thr_s} (x'_j − thr'_s)   (p = 2)
    where m_s counts the duplicates of c_s in the tile (they sort next to each other); the first
-   of a run writes the sum, so no two lanes write one address.
+   of a run writes the sum, so no two lanes write one address. With neg_weight, the derivative
+   of Σ_j V_j·W_s·max(0, x_j − thr_s)^p with respect to x[c_s] (thr_s = x[c_s] − margin) is
+       d/dx[c_s] = −m_s · W_s · Σ_{x_j > thr_s} V_j = −m_s·W_s·aboveV_s              (p = 1)
+       d/dx[c_s] = −2·m_s·W_s · Σ_{x_j > thr_s} V_j·(x'_j − thr'_s)
+                 = −2·m_s·W_s · (aboveVX_s − thr'_s·aboveV_s)                         (p = 2)
+   with aboveV_s = Σ_{v ≥ s} histV[v], aboveVX_s = Σ_{v ≥ s} histVX[v] (suffix sums).
 
 Infinite scores follow the definition in IEEE arithmetic (each pair W·max(0, x_j − thr_k)^p,
 counted iff x_j > thr_k): a −inf threshold (positive at −inf) is below every x > −inf and
@@ -63,8 +76,10 @@ every tile in every path (loss-only too), so one tile's reads land before the ne
 writes, and others separate each write from the reads of other lanes within a tile.
 
 Determinism: every sum has a fixed order (register reductions, chunks in sequence) and the only
-atomics are integer ORs, so equal inputs give bitwise equal outputs. Every memory access is
-masked to the row, whatever the targets hold.
+atomics are integer ORs, so equal inputs give bitwise equal outputs. That includes the
+neg_weight per-bin sums Σ V_j and Σ V_j·x'_j: they go through ``_sum_per_bin`` (a sort and a
+segmented scan, the p = 2 path's), in F, not through float atomics nor fixed point. Every
+memory access is masked to the row, whatever the targets hold.
 
 Split rows (grid (N, S); the launcher splits when N is small against the SM count and K <=
 BLOCK_T, so a row's positives are one tile). Program (n, s) of ``multilabel_hinge_split_kernel``
@@ -75,7 +90,8 @@ are whole 32-class words), then phase 3 over its slice [s·SLICE, (s + 1)·SLICE
 classes, writing each negative's gradient in its final value (one tile: nothing to add later)
 and 0 at the positives. Instead of phase 4 it writes the slice's partials: the loss Σ over its
 negatives, hist[u] (its negatives with u + 1 thresholds below) and, for p = 2, hist_x[u] (the
-sum of their x'), with a flag word (NaN score seen, negative seen, invalid targets) and T.
+sum of their x'; with neg_weight the sum of V·x'), with neg_weight hist_v[u] (the sum of
+their V), a flag word (NaN score seen, negative seen, invalid targets) and T.
 ``multilabel_hinge_finish_kernel`` then, per row, sums the S partials in the fixed order
 s = 0, 1, ..., S − 1 (counts are integers; the float sums are the only ones whose order
 matters, and it is fixed) and runs phase 4 on the totals with the table of program (n, 0):
@@ -84,21 +100,23 @@ matters, and it is fixed) and runs phase 4 on the totals with the table of progr
     d/dx[c_s] = −m_s·W_s·above_s   (p = 1),  −2·m_s·W_s·(Σ_{v ≥ s} hist_x[v] − thr'_s·above_s)
     above_s = Σ_{v ≥ s} hist[v],   hist = Σ_s hist_s,   hist_x = Σ_s hist_x_s
 
-(the same algebra as phase 4: the bins of all slices are relative to the same sorted table
-and pivot). The positives' gradient is a plain store over the split kernel's 0: one rounding
-to a half dtype, and the scale applied before it. The NaN rule needs the whole row: its
-flags are ORed over the slices, and in a NaN row every finishing program fills its own slice
-with NaN. Results equal the one-program-per-row kernel's up to the order of the float sums
+(with neg_weight, aboveV_s = Σ_{v ≥ s} hist_v[v], hist_v = Σ_s hist_v_s, takes above_s's
+place as a factor; the same algebra as phase 4: the bins of all slices are relative to the
+same sorted table and pivot). The positives' gradient is a plain store over the split
+kernel's 0: one rounding to a half dtype, and the scale applied before it. The NaN rule needs
+the whole row: its flags are ORed over the slices, and in a NaN row every finishing program
+fills its own slice with NaN. Results equal the one-program-per-row kernel's up to the order of the float sums
 (rounding), and are bitwise repeatable: no float atomics, no order that depends on timing.
 
 The split kernel issues the next chunk's loads (scores and bitmap words) before working on
 the current chunk, so that each program has two chunks' DRAM round trips in flight: a
 program is otherwise bound by one round trip per chunk, not by bandwidth. The
 one-program-per-row kernel does the same where its registers allow (PREFETCH: the launcher
-sets it except for p = 2 gradients, which sit at the 128-register limit of two programs per
-SM without it).
+sets it except for p = 2 and neg-weighted gradients, which sit at the 128-register limit of
+two programs per SM without it).
 
-Per-bin sums for p = 2 (``_sum_per_bin``): lanes sorted by (bin, lane) with one int32 key
+Per-bin sums for p = 2 and neg_weight (``_sum_per_bin``, ``_sum_per_bin2`` for two value
+vectors under one sort): lanes sorted by (bin, lane) with one int32 key
 bin·BLOCK_C + lane (it was an int64 key (bin << 32) | lane: the same order, so the same sums,
 at half the compare-swap width), then a segmented scan; see that function for why not a
 one-hot reduction or atomics.
@@ -155,19 +173,42 @@ def _sum_per_bin(values, bins, hit, count, BLOCK_C: tl.constexpr, BLOCK_T: tl.co
     bin·BLOCK_C + lane (< 2^19), instead of the former (bin << 32 | lane) int64: the same
     order, so the same sums bitwise, with half the registers and shuffles per compare-swap of
     the bitonic network."""
+    lane_s, is_start, last = _bin_order(bins, hit, count, BLOCK_C, BLOCK_T)
+    v_s = tl.gather(values, lane_s, 0)
+    scan, _ = tl.associative_scan((v_s, is_start), 0, _segmented_add)
+    return tl.where(count > 0, tl.gather(scan, last, 0), 0.0)
+
+
+@triton.jit
+def _sum_per_bin2(values, values2, bins, hit, count, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    """``_sum_per_bin`` of two value vectors under one sort (the costly part: a neg_weight
+    p = 2 chunk needs Σ V and Σ V·x' per bin), scanned one after the other (one scan of both
+    held both in registers at once: float64 went past its register budget)."""
+    lane_s, is_start, last = _bin_order(bins, hit, count, BLOCK_C, BLOCK_T)
+    v_s = tl.gather(values, lane_s, 0)
+    scan, _ = tl.associative_scan((v_s, is_start), 0, _segmented_add)
+    sums = tl.where(count > 0, tl.gather(scan, last, 0), 0.0)
+    u_s = tl.gather(values2, lane_s, 0)
+    scan2, _ = tl.associative_scan((u_s, is_start), 0, _segmented_add)
+    return sums, tl.where(count > 0, tl.gather(scan2, last, 0), 0.0)
+
+
+@triton.jit
+def _bin_order(bins, hit, count, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The lanes sorted by (bin, lane) for ``_sum_per_bin``: (lane_s, is_start, last), the
+    lane at each sorted position, whether a bin's run starts there, and each bin's last
+    sorted position."""
     tl.static_assert((BLOCK_T + 1) * BLOCK_C < 2**31)
     lane = tl.arange(0, BLOCK_C)
     key = tl.where(hit, bins, BLOCK_T) * BLOCK_C + lane
     key = tl.sort(key)
     lane_s = key % BLOCK_C
     bin_s = key // BLOCK_C
-    v_s = tl.gather(values, lane_s, 0)
     starts = tl.cumsum(count, 0) - count  # first sorted lane of each bin
     first = tl.gather(starts, tl.minimum(bin_s, BLOCK_T - 1), 0)
     is_start = (lane == first) & (bin_s < BLOCK_T)
-    scan, _ = tl.associative_scan((v_s, is_start), 0, _segmented_add)
     last = tl.maximum(starts + count - 1, 0)
-    return tl.where(count > 0, tl.gather(scan, last, 0), 0.0)
+    return lane_s, is_start, last
 
 
 @triton.jit
@@ -211,7 +252,7 @@ def _tile_table(
     stride_xc,  # column stride of x
     t_row,  # the row's targets
     stride_tk,  # column stride of t
-    w_ptr,  # (C,) class weights (HAS_WEIGHT)
+    w_row,  # the row's class weights (HAS_WEIGHT): w_ptr + row · stride_wn
     ts_row,  # (BLOCK_T,) F scratch: out, the sorted thresholds rounded down for compares
     cls_row,  # (BLOCK_T,) int32 scratch (the float64 ranking)
     pre_row,  # (3, BLOCK_T + 1) F scratch: out, prefix sums of W, W·thr', W·thr'²
@@ -289,7 +330,7 @@ def _tile_table(
     # thr', the threshold for sums: formed in float64 with the float64 margin, rounded once
     thr = ((x_s.to(tl.float64) - piv.to(tl.float64)) - margin64).to(F)
     if HAS_WEIGHT:
-        w_s = tl.load(w_ptr + c_s, mask=ok_s, other=0.0).to(F)
+        w_s = tl.load(w_row + c_s, mask=ok_s, other=0.0).to(F)
     else:
         w_s = tl.where(ok_s, 1.0, 0.0).to(F)
     wt = tl.where(ok_s, w_s * thr, 0.0)
@@ -371,6 +412,75 @@ def _judge_chunk(
 
 
 @triton.jit
+def _load_neg_weights(
+    v_row,  # the row's negative weights: v_ptr + row · stride_vn (contiguous columns)
+    cols,  # (BLOCK_C,) int32 classes of the chunk
+    end,  # classes >= end are not read
+):
+    """The chunk's V (0 past end)."""
+    return tl.load(v_row + cols, mask=cols < end, other=0.0)
+
+
+@triton.jit
+def _weigh_negatives(
+    vr,  # (BLOCK_C,) the chunk's V, as loaded
+    hit,  # negatives with a threshold below them (_judge_chunk)
+    term,  # the chunk's per-lane loss
+    F: tl.constexpr,  # tl.float32 or tl.float64
+):
+    """neg_weight in phase 3: (v, hit, term) with the lanes of V = 0 dropped from hit (they
+    form no pair: no loss, no gradient, no histogram entry) and the loss term times V. A
+    select, never a product with the dropped lanes: V = 0 beside an infinite hinge is 0, not
+    0·inf = NaN."""
+    v = vr.to(F)
+    hit = hit & (v != 0.0)
+    return v, hit, tl.where(hit, v * term, 0.0)
+
+
+@triton.jit
+def _bin_chunk(
+    cnt,  # (BLOCK_C,) thresholds below each lane
+    hit,  # lanes that enter the histogram
+    xs,  # their x'
+    v,  # their V (HAS_NEG_WEIGHT)
+    hist,  # (BLOCK_T,) int32 running per-bin counts
+    hist_v,  # (BLOCK_T,) F running Σ V per bin (HAS_NEG_WEIGHT)
+    hist_x,  # (BLOCK_T,) F running Σ x' per bin, Σ V·x' with HAS_NEG_WEIGHT (P = 2)
+    P: tl.constexpr,
+    HAS_NEG_WEIGHT: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
+    """Phase 3's histogram of one chunk added to the running one (bin cnt − 1).
+
+    With neg_weight the positives need Σ V_j and Σ V_j·x'_j per bin (module docstring,
+    phase 4), float sums that must stay bitwise repeatable. The kernel's counts are a register
+    histogram, not atomics, and the p = 2 path already sums floats per bin deterministically
+    (``_sum_per_bin``: a sort by (bin, lane) and a segmented scan, in F): the weighted sums
+    take that path too, both under one sort for p = 2. No fixed point is needed, so V's range
+    and precision are limited by F's rounding only, as the unweighted Σ x' per bin is (float64
+    against the literal oracle, V and W in [1e-3, 1e3]: measured ≤ 1e-14 relative). The int32
+    counts are still kept: the _sum_per_bin runs and the positives' above > 0 test read them."""
+    bins = cnt - 1
+    chunk_hist = tl.histogram(bins, BLOCK_T, mask=hit)
+    hist += chunk_hist
+    if HAS_NEG_WEIGHT:
+        v_hit = tl.where(hit, v, 0.0)
+        if P == 1:
+            hist_v += _sum_per_bin(v_hit, bins, hit, chunk_hist, BLOCK_C, BLOCK_T)
+        else:
+            sv, svx = _sum_per_bin2(
+                v_hit, tl.where(hit, v * xs, 0.0), bins, hit, chunk_hist, BLOCK_C, BLOCK_T
+            )
+            hist_v += sv
+            hist_x += svx
+    elif P == 2:
+        xs_hit = tl.where(hit, xs, 0.0)
+        hist_x += _sum_per_bin(xs_hit, bins, hit, chunk_hist, BLOCK_C, BLOCK_T)
+    return hist, hist_v, hist_x
+
+
+@triton.jit
 def _positive_grads(
     c_s,  # (BLOCK_T,) the tile's classes in sorted order
     ok_s,  # slots that hold a positive
@@ -378,8 +488,10 @@ def _positive_grads(
     w_s,  # W per slot
     thr,  # thr' per slot
     hist,  # (BLOCK_T,) int32: negatives with u + 1 thresholds below (over the whole row)
-    hist_x,  # (BLOCK_T,) F: the sum of their x' (p = 2)
+    hist_v,  # (BLOCK_T,) F: the sum of their V (HAS_NEG_WEIGHT)
+    hist_x,  # (BLOCK_T,) F: the sum of their x', of V·x' with HAS_NEG_WEIGHT (p = 2)
     P: tl.constexpr,  # 1 or 2
+    HAS_NEG_WEIGHT: tl.constexpr,  # per-negative weights V
     F: tl.constexpr,  # tl.float32 or tl.float64
     BLOCK_T: tl.constexpr,  # slots per tile
 ):
@@ -387,15 +499,22 @@ def _positive_grads(
     class) and the unscaled gradient m_s·g_s each of them adds to its class."""
     slot = tl.arange(0, BLOCK_T)
     above = tl.sum(hist, 0) - (tl.cumsum(hist, 0) - hist)  # Σ_{v > s} hist over cnt
-    if P == 1:
-        g_pos = -w_s * above.to(F)
+    if HAS_NEG_WEIGHT:
+        # Σ V_j over the negatives above thr_s (V = 0 ones are not in the bins), a suffix
+        # sum: a float total minus a prefix would not be exactly 0 where no V is left
+        above_f = tl.cumsum(hist_v, 0, reverse=True)
     else:
-        # Σ_{x_j > thr_s} (x_j − thr_s) = Σ (x'_j − thr'_s), from a suffix sum over the
-        # bins (a total minus a prefix would read inf − inf). Infinite where it must be:
-        # a −inf thr' gives −(−inf)·above; the +inf negatives all sit in one bin, above
-        # every threshold below +inf, so above_x = +inf for each s at or below it
+        above_f = above.to(F)
+    if P == 1:
+        g_pos = -w_s * above_f
+    else:
+        # Σ_{x_j > thr_s} V_j·(x_j − thr_s) = Σ V_j·(x'_j − thr'_s) (V_j = 1 without
+        # neg_weight), from a suffix sum over the bins (a total minus a prefix would read
+        # inf − inf). Infinite where it must be: a −inf thr' gives −(−inf)·above; the +inf
+        # negatives all sit in one bin, above every threshold below +inf, so above_x = +inf
+        # for each s at or below it
         above_x = tl.cumsum(hist_x, 0, reverse=True)
-        spread = above_x - tl.where(above > 0, thr, 0.0) * above.to(F)
+        spread = above_x - tl.where(above > 0, thr, 0.0) * above_f
         g_pos = tl.where(above > 0, -2.0 * w_s * spread, 0.0)
     # duplicates of a class are adjacent: the first of each run writes m·g
     prev = tl.gather(c_s, tl.maximum(slot - 1, 0), 0)
@@ -417,7 +536,10 @@ def multilabel_hinge_kernel(
     t_ptr,  # (N, K) targets, int32 or int64, any values (a row outside [-1, C) gets NaN)
     stride_tn,  # row stride of t
     stride_tk,  # column stride of t
-    w_ptr,  # (C,) per-class weights in F (read only when HAS_WEIGHT)
+    w_ptr,  # (C,) or (N, C) per-class weights of positives in F (read only when HAS_WEIGHT)
+    stride_wn,  # row stride of w: 0 for (C,), C for (N, C) (columns contiguous)
+    v_ptr,  # (C,) or (N, C) weights of negatives in F (read only when HAS_NEG_WEIGHT)
+    stride_vn,  # row stride of v: 0 for (C,), C for (N, C) (columns contiguous)
     loss_ptr,  # (N,) out, F: the raw loss of each row (before the 1/C)
     grad_ptr,  # (N, C) out, x's dtype: d loss / d x (written only when WANT_GRAD)
     stride_gn,  # row stride of grad
@@ -436,6 +558,7 @@ def multilabel_hinge_kernel(
     margin: tl.float64,
     P: tl.constexpr,  # 1: hinge, 2: squared hinge
     HAS_WEIGHT: tl.constexpr,  # per-class weights of positives
+    HAS_NEG_WEIGHT: tl.constexpr,  # per-class weights of negatives (neg_weight)
     WANT_GRAD: tl.constexpr,  # also write d loss / d x
     HAS_SCALE: tl.constexpr,  # multiply gradient row n by scale[n] (autograd's grad_output)
     ACC_GRAD: tl.constexpr,  # half gradients: rows with several tiles accumulate in acc_ptr
@@ -454,6 +577,8 @@ def multilabel_hinge_kernel(
     cls_row = cls_ptr + row * BLOCK_T
     pre_row = pre_ptr + row * (3 * (BLOCK_T + 1))
     a_row = acc_ptr + row * C
+    w_row = w_ptr + row * stride_wn
+    v_row = v_ptr + row * stride_vn
     slot = tl.arange(0, BLOCK_T)
     lane = tl.arange(0, BLOCK_C)
     if HAS_SCALE:
@@ -490,7 +615,7 @@ def multilabel_hinge_kernel(
     for s0 in range(0, n_pos, BLOCK_T):
         # -- 2. this tile's thresholds, sorted by (threshold, class) ---------------------------
         c_s, ok_s, n_t, piv, thr, w_s = _tile_table(
-            x_row, stride_xc, t_row, stride_tk, w_ptr, ts_row, cls_row, pre_row,
+            x_row, stride_xc, t_row, stride_tk, w_row, ts_row, cls_row, pre_row,
             s0, n_pos, C, margin64, P, HAS_WEIGHT, F, BLOCK_T,
         )  # fmt: skip
 
@@ -499,28 +624,42 @@ def multilabel_hinge_kernel(
         while top * 2 <= n_t:
             top *= 2
         hist = tl.zeros([BLOCK_T], tl.int32)  # hist[u]: negatives with u + 1 thresholds below
-        hist_x = tl.zeros([BLOCK_T], F)  # ... and the sum of their x' (p = 2)
+        hist_x = tl.zeros([BLOCK_T], F)  # ... and the sum of their x' (V·x': neg_weight)
+        hist_v = tl.zeros([BLOCK_T], F)  # ... and of their V (neg_weight)
         part = tl.zeros([BLOCK_C], F)
         if PREFETCH:  # two chunks in flight, as in the split kernel
             x_next, w_next = _load_chunk(x_row, stride_xc, b_row, lane, C)
+            if HAS_NEG_WEIGHT:
+                v_next = _load_neg_weights(v_row, lane, C)
         for j0 in range(0, C, BLOCK_C):
             cols = j0 + lane
             if PREFETCH:
                 xr, word = x_next, w_next
                 x_next, w_next = _load_chunk(x_row, stride_xc, b_row, cols + BLOCK_C, C)
+                if HAS_NEG_WEIGHT:
+                    vr = v_next
+                    v_next = _load_neg_weights(v_row, cols + BLOCK_C, C)
             else:
                 xr, word = _load_chunk(x_row, stride_xc, b_row, cols, C)
+                if HAS_NEG_WEIGHT:
+                    vr = _load_neg_weights(v_row, cols, C)
             xv, in_row, neg, cnt, hit, xs, a0, lin, term = _judge_chunk(
                 xr, word, ts_row, pre_row, cols, C, n_t, top, piv, P, F, BLOCK_T
             )
+            v = 1.0
+            if HAS_NEG_WEIGHT:  # after the NaN rule's neg, which V does not change
+                v, hit, term = _weigh_negatives(vr, hit, term, F)
             seen = ((xv != xv) & in_row).to(tl.int32) | (neg.to(tl.int32) << 1)
             flags |= tl.reduce(seen, 0, _or_combine)
             part += term
             if WANT_GRAD:
-                # d/dx_j of Σ_k W_k·(x'_j − thr'_k)^p over the cnt thresholds below x_j:
-                # A0[cnt] for p = 1, 2·(A0·x'_j − A1) = 2·lin for p = 2; the scale is applied
-                # in F, before any rounding to the gradient's dtype
-                g = tl.where(hit, a0 if P == 1 else 2.0 * lin, 0.0) * g_scale
+                # d/dx_j of V_j·Σ_k W_k·(x'_j − thr'_k)^p over the cnt thresholds below x_j:
+                # V_j·A0[cnt] for p = 1, V_j·2·(A0·x'_j − A1) = V_j·2·lin for p = 2; the scale
+                # is applied in F, before any rounding to the gradient's dtype
+                if HAS_NEG_WEIGHT:
+                    g = tl.where(hit, (a0 if P == 1 else 2.0 * lin) * v, 0.0) * g_scale
+                else:
+                    g = tl.where(hit, a0 if P == 1 else 2.0 * lin, 0.0) * g_scale
                 if ACC_GRAD and use_acc:
                     a_ptrs = a_row + cols
                     if s0 > 0:  # later tiles add to what earlier tiles wrote (in F)
@@ -531,18 +670,17 @@ def multilabel_hinge_kernel(
                     if s0 > 0:  # later tiles add to what earlier tiles wrote
                         g += tl.load(g_ptrs, mask=in_row, other=0.0).to(F)
                     tl.store(g_ptrs, g.to(grad_ptr.dtype.element_ty), mask=in_row)
-                bins = cnt - 1
-                chunk_hist = tl.histogram(bins, BLOCK_T, mask=hit)
-                hist += chunk_hist
-                if P == 2:
-                    xs_hit = tl.where(hit, xs, 0.0)
-                    hist_x += _sum_per_bin(xs_hit, bins, hit, chunk_hist, BLOCK_C, BLOCK_T)
+                hist, hist_v, hist_x = _bin_chunk(
+                    cnt, hit, xs, v, hist, hist_v, hist_x, P, HAS_NEG_WEIGHT, BLOCK_C, BLOCK_T
+                )
         loss += tl.sum(part, 0)
 
         # -- 4. the tile's positives ---------------------------------------------------------
         if WANT_GRAD:
             tl.debug_barrier()  # the chunk loop's stores land before the read-modify-writes
-            first, gm = _positive_grads(c_s, ok_s, n_t, w_s, thr, hist, hist_x, P, F, BLOCK_T)
+            first, gm = _positive_grads(
+                c_s, ok_s, n_t, w_s, thr, hist, hist_v, hist_x, P, HAS_NEG_WEIGHT, F, BLOCK_T
+            )
             if ACC_GRAD and use_acc:
                 pa_ptrs = a_row + c_s
                 old = tl.load(pa_ptrs, mask=first, other=0.0)
@@ -593,7 +731,10 @@ def multilabel_hinge_split_kernel(
     t_ptr,  # (N, K) targets, int32 or int64, any values; K <= BLOCK_T (one tile)
     stride_tn,  # row stride of t
     stride_tk,  # column stride of t
-    w_ptr,  # (C,) per-class weights in F (read only when HAS_WEIGHT)
+    w_ptr,  # (C,) or (N, C) per-class weights of positives in F (read only when HAS_WEIGHT)
+    stride_wn,  # row stride of w: 0 for (C,), C for (N, C) (columns contiguous)
+    v_ptr,  # (C,) or (N, C) weights of negatives in F (read only when HAS_NEG_WEIGHT)
+    stride_vn,  # row stride of v: 0 for (C,), C for (N, C) (columns contiguous)
     grad_ptr,  # (N, C) out, x's dtype: the negatives' gradient, 0 at positives (WANT_GRAD)
     stride_gn,  # row stride of grad
     stride_gc,  # column stride of grad
@@ -602,7 +743,9 @@ def multilabel_hinge_split_kernel(
     ts_ptr,  # (N·S, BLOCK_T) F scratch per program: the sorted thresholds, for compares
     cls_ptr,  # (N·S, BLOCK_T) int32 scratch per program: out, the classes in sorted order
     pre_ptr,  # (N·S, 5, BLOCK_T + 1) F scratch per program: prefix sums; out, W and thr'
-    part_ptr,  # (N·S, BLOCK_T + 1) F out: the slice's loss, then Σ x' per bin (p = 2)
+    # (N·S, BLOCK_T + 1) F out: the slice's loss, then Σ x' per bin (p = 2); with
+    # HAS_NEG_WEIGHT (N·S, 2·BLOCK_T + 1): the loss, Σ V·x' per bin (p = 2), Σ V per bin
+    part_ptr,
     cnt_ptr,  # (N·S, BLOCK_T + 2) int32 out: flags, T, then negatives per bin (WANT_GRAD)
     scale_ptr,  # (N,) F: factor of each gradient row (read only when HAS_SCALE)
     C,  # number of classes
@@ -613,6 +756,7 @@ def multilabel_hinge_split_kernel(
     margin: tl.float64,
     P: tl.constexpr,  # 1: hinge, 2: squared hinge
     HAS_WEIGHT: tl.constexpr,  # per-class weights of positives
+    HAS_NEG_WEIGHT: tl.constexpr,  # per-class weights of negatives (neg_weight)
     WANT_GRAD: tl.constexpr,  # also write the negatives' gradient and the per-bin partials
     HAS_SCALE: tl.constexpr,  # multiply gradient row n by scale[n]
     F: tl.constexpr,  # compare/accumulate dtype: tl.float64 for float64 scores, else tl.float32
@@ -622,6 +766,7 @@ def multilabel_hinge_split_kernel(
     """Program (n, s): phases 0-2 for row n (its one tile; every program of the row builds
     the same table), then phase 3 over classes [s·SLICE, (s + 1)·SLICE) ∩ [0, C), and the
     slice's partials. The positives' gradient and the loss are the finishing kernel's."""
+    PART: tl.constexpr = 2 * BLOCK_T + 1 if HAS_NEG_WEIGHT else BLOCK_T + 1
     row = tl.program_id(0).to(tl.int64)
     sl = tl.program_id(1)
     prog = row * n_slices + sl
@@ -632,6 +777,8 @@ def multilabel_hinge_split_kernel(
     ts_row = ts_ptr + prog * BLOCK_T
     cls_row = cls_ptr + prog * BLOCK_T
     pre_row = pre_ptr + prog * (5 * (BLOCK_T + 1))
+    w_row = w_ptr + row * stride_wn
+    v_row = v_ptr + row * stride_vn
     slot = tl.arange(0, BLOCK_T)
     lane = tl.arange(0, BLOCK_C)
     if HAS_SCALE:
@@ -658,7 +805,7 @@ def multilabel_hinge_split_kernel(
 
     # -- 2. the row's one tile (same table in every program of the row) ----------------------
     c_s, _ok_s, n_t, piv, thr, w_s = _tile_table(
-        x_row, stride_xc, t_row, stride_tk, w_ptr, ts_row, cls_row, pre_row,
+        x_row, stride_xc, t_row, stride_tk, w_row, ts_row, cls_row, pre_row,
         0, n_pos, C, margin64, P, HAS_WEIGHT, F, BLOCK_T,
     )  # fmt: skip
     # what the finishing kernel needs of the positives (it reads program (n, 0)'s)
@@ -672,6 +819,7 @@ def multilabel_hinge_split_kernel(
         top *= 2
     hist = tl.zeros([BLOCK_T], tl.int32)
     hist_x = tl.zeros([BLOCK_T], F)
+    hist_v = tl.zeros([BLOCK_T], F)
     part = tl.zeros([BLOCK_C], F)
     nan_v = tl.zeros([BLOCK_C], tl.int32)
     neg_v = tl.zeros([BLOCK_C], tl.int32)
@@ -679,28 +827,36 @@ def multilabel_hinge_split_kernel(
     # searches and barriers, so that two chunks' DRAM round trips overlap in every program
     # (one chunk in flight per program left the split grid latency-bound)
     x_next, w_next = _load_chunk(x_row, stride_xc, b_row, lo + lane, hi)
+    if HAS_NEG_WEIGHT:
+        v_next = _load_neg_weights(v_row, lo + lane, hi)
     for j0 in range(lo, hi, BLOCK_C):
         cols = j0 + lane
         xr, word = x_next, w_next
         x_next, w_next = _load_chunk(x_row, stride_xc, b_row, cols + BLOCK_C, hi)
+        if HAS_NEG_WEIGHT:
+            vr = v_next
+            v_next = _load_neg_weights(v_row, cols + BLOCK_C, hi)
         xv, in_row, neg, cnt, hit, xs, a0, lin, term = _judge_chunk(
             xr, word, ts_row, pre_row, cols, hi, n_t, top, piv, P, F, BLOCK_T
         )
+        v = 1.0
+        if HAS_NEG_WEIGHT:  # after the NaN rule's neg, which V does not change
+            v, hit, term = _weigh_negatives(vr, hit, term, F)
         nan_v |= ((xv != xv) & in_row).to(tl.int32)
         neg_v |= neg.to(tl.int32)
         part += term
         if WANT_GRAD:
             # one tile: each class is written once, in its final value (positives get 0 here
             # and their gradient from the finishing kernel)
-            g = tl.where(hit, a0 if P == 1 else 2.0 * lin, 0.0) * g_scale
+            if HAS_NEG_WEIGHT:
+                g = tl.where(hit, (a0 if P == 1 else 2.0 * lin) * v, 0.0) * g_scale
+            else:
+                g = tl.where(hit, a0 if P == 1 else 2.0 * lin, 0.0) * g_scale
             g_ptrs = g_row + cols.to(tl.int64) * stride_gc
             tl.store(g_ptrs, g.to(grad_ptr.dtype.element_ty), mask=in_row)
-            bins = cnt - 1
-            chunk_hist = tl.histogram(bins, BLOCK_T, mask=hit)
-            hist += chunk_hist
-            if P == 2:
-                xs_hit = tl.where(hit, xs, 0.0)
-                hist_x += _sum_per_bin(xs_hit, bins, hit, chunk_hist, BLOCK_C, BLOCK_T)
+            hist, hist_v, hist_x = _bin_chunk(
+                cnt, hit, xs, v, hist, hist_v, hist_x, P, HAS_NEG_WEIGHT, BLOCK_C, BLOCK_T
+            )
 
     # -- the slice's partials -----------------------------------------------------------------
     flags = (
@@ -708,7 +864,7 @@ def multilabel_hinge_split_kernel(
         | ((tl.max(neg_v, 0) > 0).to(tl.int32) << 1)
         | (bad_row.to(tl.int32) << 2)
     )
-    part_row = part_ptr + prog * (BLOCK_T + 1)
+    part_row = part_ptr + prog * PART
     cnt_row = cnt_ptr + prog * (BLOCK_T + 2)
     tl.store(part_row, tl.sum(part, 0))
     tl.store(cnt_row, flags)
@@ -717,6 +873,8 @@ def multilabel_hinge_split_kernel(
         tl.store(cnt_row + 2 + slot, hist)
         if P == 2:
             tl.store(part_row + 1 + slot, hist_x)
+        if HAS_NEG_WEIGHT:
+            tl.store(part_row + 1 + BLOCK_T + slot, hist_v)
 
 
 @triton.jit
@@ -727,13 +885,14 @@ def multilabel_hinge_finish_kernel(
     stride_gc,  # column stride of grad
     cls_ptr,  # (N·S, BLOCK_T) int32: the split kernel's sorted classes (program (n, 0)'s)
     pre_ptr,  # (N·S, 5, BLOCK_T + 1) F: rows 3 and 4 hold W and thr' per sorted slot
-    part_ptr,  # (N·S, BLOCK_T + 1) F: the slices' losses and per-bin sums of x'
+    part_ptr,  # (N·S, PART) F: the slices' losses, per-bin sums of x' (of V·x') and of V
     cnt_ptr,  # (N·S, BLOCK_T + 2) int32: the slices' flags, T and per-bin counts
     scale_ptr,  # (N,) F: factor of each gradient row (read only when HAS_SCALE)
     C,  # number of classes
     n_slices,  # S, the split kernel's programs per row
     SLICE,  # classes per slice
     P: tl.constexpr,  # 1: hinge, 2: squared hinge
+    HAS_NEG_WEIGHT: tl.constexpr,  # the split kernel's partials hold Σ V per bin
     WANT_GRAD: tl.constexpr,  # the positives' gradient (grid (N, S)), else the loss only
     HAS_SCALE: tl.constexpr,  # multiply gradient row n by scale[n]
     F: tl.constexpr,  # accumulate dtype
@@ -744,6 +903,7 @@ def multilabel_hinge_finish_kernel(
     partials in the fixed order s = 0, 1, ..., S − 1 (so the result does not depend on which
     program finished first) and writes the loss and the positives' gradient; in a NaN row
     every program fills its slice of the gradient with NaN."""
+    PART: tl.constexpr = 2 * BLOCK_T + 1 if HAS_NEG_WEIGHT else BLOCK_T + 1
     row = tl.program_id(0).to(tl.int64)
     sl = tl.program_id(1)
     first_prog = row * n_slices
@@ -759,22 +919,27 @@ def multilabel_hinge_finish_kernel(
     if sl == 0:
         total = tl.full([], 0.0, F)
         for s in range(0, n_slices):
-            total += tl.load(part_ptr + (first_prog + s) * (BLOCK_T + 1))
+            total += tl.load(part_ptr + (first_prog + s) * PART)
         tl.store(loss_ptr + row, tl.where(nan_row, float("nan"), total))
         if WANT_GRAD:
             if (n_pos > 0) & (nan_row == 0):
                 hist = tl.zeros([BLOCK_T], tl.int32)
                 hist_x = tl.zeros([BLOCK_T], F)
+                hist_v = tl.zeros([BLOCK_T], F)
                 for s in range(0, n_slices):
                     hist += tl.load(cnt_ptr + (first_prog + s) * (BLOCK_T + 2) + 2 + slot)
                     if P == 2:
-                        hist_x += tl.load(part_ptr + (first_prog + s) * (BLOCK_T + 1) + 1 + slot)
+                        hist_x += tl.load(part_ptr + (first_prog + s) * PART + 1 + slot)
+                    if HAS_NEG_WEIGHT:
+                        hist_v += tl.load(part_ptr + (first_prog + s) * PART + 1 + BLOCK_T + slot)
                 c_s = tl.load(cls_ptr + first_prog * BLOCK_T + slot)
                 tab = pre_ptr + first_prog * (5 * (BLOCK_T + 1))
                 w_s = tl.load(tab + 3 * (BLOCK_T + 1) + slot)
                 thr = tl.load(tab + 4 * (BLOCK_T + 1) + slot)
                 ok_s = slot < n_pos
-                first, gm = _positive_grads(c_s, ok_s, n_pos, w_s, thr, hist, hist_x, P, F, BLOCK_T)
+                first, gm = _positive_grads(
+                    c_s, ok_s, n_pos, w_s, thr, hist, hist_v, hist_x, P, HAS_NEG_WEIGHT, F, BLOCK_T
+                )
                 if HAS_SCALE:
                     gm = gm * tl.load(scale_ptr + row).to(F)
                 # the split kernel wrote 0 at every positive: the value is final, one rounding

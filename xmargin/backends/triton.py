@@ -42,10 +42,17 @@ Launch heuristics:
   ``multilabel_hinge_finish_kernel`` on (N, S) (the loss and the positives' gradient from the
   S partials, summed in the fixed order s = 0..S−1: bitwise repeatable; a NaN row's programs
   fill their slices with NaN).
-* ``PREFETCH`` (one-program-per-row kernel): the next chunk's scores and bitmap words are
-  loaded before the current chunk is worked on, two chunks' round trips in flight per program
-  (the split kernel always does this). Not for p = 2 gradients: they sit at the 128 registers
-  of two programs per SM without it, and the ~8 more (12 in float64) would spill.
+* ``PREFETCH`` (one-program-per-row kernel): the next chunk's scores and bitmap words (and
+  neg_weight) are loaded before the current chunk is worked on, two chunks' round trips in
+  flight per program (the split kernel always does this). Not for p = 2 gradients nor
+  neg-weighted gradients: they sit at the 128 registers of two programs per SM without it, and
+  the ~8 more (12 in float64) would spill.
+* Weights: ``weight`` and ``neg_weight`` (None, (C,) or (N, C)) go to the kernels as a pointer
+  and a row stride (0 for (C,), C for (N, C)), each with a constexpr flag (HAS_WEIGHT,
+  HAS_NEG_WEIGHT), so the unweighted specialisations are the kernels of before and a (C,)
+  weight costs one more scalar argument. With neg_weight the kernels also sum V and V·x' per
+  threshold bin (a sort and segmented scan per chunk, deterministic, no atomics); split rows
+  get BLOCK_T more partials per program for Σ V.
 * Scratch per row: a bitmap of positives (C/32 int32 words) and a tile's sorted thresholds and
   prefix sums (about 5·BLOCK_T words, per program when split, with the partials: about
   3·BLOCK_T words per program); for float16/bfloat16 gradients with K > BLOCK_T also a
@@ -214,6 +221,7 @@ def launch_plan(
     p: int,
     weight: Any | None,
     want_grad: bool,
+    neg_weight: Any | None = None,
     grad_scale: Any | None = None,
 ) -> tuple[Any, Any | None, tuple | None]:
     """Outputs, scratch and the kernels' arguments for torch tensors ``xt`` (N, C) and
@@ -222,7 +230,7 @@ def launch_plan(
     its finishing kernel), or None where nothing is to be launched (N = 0 or K = 0: the
     outputs are final). Allocates on ``xt``'s device and launches nothing, so that the
     ahead-of-time check (tests/tools/compile_triton.py) compiles exactly the specialisations
-    this produces."""
+    this produces. ``weight`` and ``neg_weight``: None, (C,) or (N, C) (see ``_weights``)."""
     import torch
     import triton.language as tl
 
@@ -244,11 +252,13 @@ def launch_plan(
     dev = xt.device
     words = (c + 31) // 32
     bits = torch.empty((n, words), dtype=torch.int32, device=dev)
-    w = loss if weight is None else torch_acc(weight, acc, dev)
+    w, stride_wn = _weights(weight, "weight", loss, n, c, acc, dev)
+    v, stride_vn = _weights(neg_weight, "neg_weight", loss, n, c, acc, dev)
     g = grad if grad is not None else loss.view(1, n)  # never written without WANT_GRAD
     scale = loss if grad_scale is None else torch_acc(grad_scale, acc, dev, n)
     common = {
         "P": p,
+        "HAS_NEG_WEIGHT": neg_weight is not None,
         "WANT_GRAD": want_grad,
         "HAS_SCALE": grad_scale is not None,
         "F": tl.float64 if is_f64 else tl.float32,
@@ -263,11 +273,13 @@ def launch_plan(
         ts = torch.empty((n * s, block_t), dtype=acc, device=dev)
         cls = torch.empty((n * s, block_t), dtype=torch.int32, device=dev)
         pre = torch.empty((n * s, 5, block_t + 1), dtype=acc, device=dev)
-        part = torch.empty((n * s, block_t + 1), dtype=acc, device=dev)
+        # the loss and Σ x' per bin; with neg_weight also Σ V per bin
+        part_len = 2 * block_t + 1 if neg_weight is not None else block_t + 1
+        part = torch.empty((n * s, part_len), dtype=acc, device=dev)
         cnt = torch.empty((n * s, block_t + 2), dtype=torch.int32, device=dev)
         split_args = (
-            xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w,
-            g, g.stride(0), g.stride(1), bits, words, ts, cls, pre, part, cnt, scale,
+            xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w, stride_wn,
+            v, stride_vn, g, g.stride(0), g.stride(1), bits, words, ts, cls, pre, part, cnt, scale,
             c, k, s, cfg["SLICE"], float(margin),
         )  # fmt: skip
         finish_args = (
@@ -288,14 +300,36 @@ def launch_plan(
     acc_grad = want_grad and xt.dtype != acc and k > block_t
     gacc = torch.empty((n, c), dtype=acc, device=dev) if acc_grad else loss
     args = (
-        xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w, loss,
-        g, g.stride(0), g.stride(1), bits, words, ts, cls, pre, scale, gacc, c, k, float(margin),
+        xt, xt.stride(0), xt.stride(1), tt, tt.stride(0), tt.stride(1), w, stride_wn, v,
+        stride_vn, loss, g, g.stride(0), g.stride(1), bits, words, ts, cls, pre, scale, gacc, c,
+        k, float(margin),
     )  # fmt: skip
     # the next chunk's loads issued before this chunk's work (two chunks in flight) costs
-    # about 8 registers per thread (12 in float64): p = 2 gradients are at their 128 without it
-    prefetch = p == 1 or not want_grad
+    # about 8 registers per thread (12 in float64): p = 2 gradients are at their 128 without it,
+    # and so are neg-weighted p = 1 gradients (their per-bin sums of V sort each chunk, as
+    # p = 2's do: with the prefetch, float16 spilled at BLOCK_T = 64 and float64 took 212)
+    prefetch = not want_grad or (p == 1 and neg_weight is None)
     kwargs = dict(common, HAS_WEIGHT=weight is not None, ACC_GRAD=acc_grad, PREFETCH=prefetch)
     return loss, grad, (("multilabel_hinge_kernel", (n,), args, kwargs),)
+
+
+def _weights(
+    a: Any | None, name: str, placeholder: Any, n: int, c: int, acc: Any, dev: Any
+) -> tuple[Any, int]:
+    """A weight argument as (tensor, row stride in elements): a contiguous tensor of the
+    accumulation dtype on the scores' device, stride 0 for (C,) (one row shared by every
+    sample), C for (N, C); ``placeholder`` and 0 for None (the kernel does not read it). The
+    shape is checked here (no device sync): a wrong one would be read out of bounds."""
+    if a is None:
+        return placeholder, 0
+    w = torch_acc(a, acc, dev)
+    if tuple(w.shape) == (c,):
+        return w, 0
+    if tuple(w.shape) == (n, c):
+        return w, w.stride(0)
+    raise ValueError(
+        f"triton backend: {name} must have shape ({c},) or ({n}, {c}), got {tuple(w.shape)}"
+    )
 
 
 @kernel_contract(GPU_NOTES)
@@ -307,6 +341,7 @@ def hinge(
     p: int,
     weight: Any | None,
     want_grad: bool,
+    neg_weight: Any | None = None,
     grad_scale: Any | None = None,
 ) -> tuple[Any, Any | None]:
     """The Triton kernels on torch CUDA tensors or CuPy arrays (zero-copy torch views), or on
@@ -318,8 +353,9 @@ def hinge(
             f"kernels on the CPU), got a tensor on {xt.device}"
         )
     loss, grad, launches = launch_plan(
-        xt, tt, margin=margin, p=p, weight=weight, want_grad=want_grad, grad_scale=grad_scale
-    )
+        xt, tt, margin=margin, p=p, weight=weight, want_grad=want_grad,
+        neg_weight=neg_weight, grad_scale=grad_scale,
+    )  # fmt: skip
     if launches is not None:
         kernels = _kernels()
         with _device_guard(xt.device):
