@@ -307,3 +307,30 @@ def test_gpu_variants_give_the_default_results(device):
     wrong = [(r["backend"], r["variant"], r["mode"], r["matches_default"]) for r in rows
              if r["matches_default"] not in ("same", "close")]  # fmt: skip
     assert not wrong, wrong
+
+
+def test_xmc_zipf_targets():
+    from benchmarks import xmc
+
+    t = xmc.zipf_targets(500, 1000, 5.0, seed=3)
+    counts = (t >= 0).sum(axis=1)
+    assert counts.min() >= 1 and 4.0 < counts.mean() < 6.0
+    for row in t:  # distinct, sorted, -1 padded at the end
+        labels = row[row >= 0]
+        assert len(set(labels.tolist())) == len(labels) and np.all(np.diff(labels) > 0)
+        assert np.all(row[len(labels) :] == -1)
+    # the head of the Zipf law is the most frequent
+    freq = np.bincount(t[t >= 0], minlength=1000)
+    assert freq[:10].sum() > freq[500:510].sum() * 5
+
+
+def test_xmc_benchmark_smoke(tmp_path, monkeypatch):
+    from benchmarks import xmc
+
+    monkeypatch.setattr(xmc, "N", 16)
+    monkeypatch.setattr(xmc, "D", 8)
+    for name in xmc.CONTENDERS:  # in this process (the suite runs each in a fresh one)
+        out = xmc.worker(name, 300, "cpu", 1)
+        assert out["ms"] > 0 and out["ms_min"] <= out["ms"] <= out["ms_max"]
+        assert np.isfinite(out["extra_mb"])
+    assert xmc._fits("torch", 10**12, "cpu") is not None and xmc._fits("fused", 10**12, "cpu") is None
