@@ -352,10 +352,10 @@ class _State:
             kw["weight"] = xp.concat(
                 [self.wg_pos, xp.zeros((n, m), dtype=prob.cd, device=device(xg))], axis=1
             )
-        if v_neg is not None:
-            kw["neg_weight"] = xp.concat(
-                [xp.zeros((n, k), dtype=prob.cd, device=device(xg)), v_neg], axis=1
-            )
+        if v_neg is not None:  # (m,) shared by the rows (a chunk) or (N, m) (chosen classes)
+            lead = (n, k) if v_neg.ndim == 2 else (k,)
+            zeros = xp.zeros(lead, dtype=prob.cd, device=device(xg))
+            kw["neg_weight"] = xp.concat([zeros, v_neg], axis=-1)
         loss, grad = chosen.load()(xg, self.tg, margin=prob.margin, p=prob.p,
                                    want_grad=self.want, **({"weight": None} | kw))  # fmt: skip
         return astype(xp, loss, prob.cd), grad
@@ -370,10 +370,7 @@ class _State:
         cls = xp.arange(prob.class_start + c0, prob.class_start + c1, dtype=prob.t.dtype,
                         device=device(logits))  # fmt: skip
         logits = xp.where(self._is_pos(cls), -xp.inf, logits)  # a positive is no negative
-        v = None
-        if prob.v is not None:
-            v = xp.broadcast_to(prob.v[None, prob.class_start + c0 : prob.class_start + c1],
-                                tuple(logits.shape))  # fmt: skip
+        v = None if prob.v is None else prob.v[prob.class_start + c0 : prob.class_start + c1]
         loss, grad = self._hinge(logits, v)
         self.loss = self.loss + loss
         if self.want:  # the negatives' share, folded in now: nothing of size (N, C) is kept
