@@ -18,9 +18,11 @@ Each measurement runs in a fresh subprocess (so that peak memory is that call's)
 fwd+bwd (median, min–max of ``--rounds`` after one warm-up) and peak memory *beyond the inputs
 and the parameter gradients* (which a training step holds either way; gradients are set to
 None before each step, as ``optimizer.zero_grad()`` does, so the step's own gradient buffers
-become ``.grad``): on the CPU the growth of the process's peak RSS (``ru_maxrss``) over a
-baseline taken after inputs and gradient-sized buffers were allocated and touched; on a GPU
-``torch.cuda.max_memory_allocated`` over the inputs plus the gradients' size. Output: a table,
+become ``.grad``): the peak over the measured rounds (after a warm-up round: compiled kernels
+are not the loss's memory) minus the memory held before them and minus the gradients' size;
+on the CPU the process's peak RSS (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``),
+on a GPU ``torch.cuda.max_memory_allocated``. PyTorch's (N, C) int64 targets count as its
+extra memory (the others take (N, K)). Output: a table,
 ``xmc-<machine>.csv``/``.md``/``.png`` in ``benchmarks/output`` (``benchmarks/results`` with
 ``--save``).
 """
@@ -28,8 +30,9 @@ baseline taken after inputs and gradient-sized buffers were allocated and touche
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -60,8 +63,26 @@ def zipf_targets(n: int, c: int, labels: float, seed: int = 0) -> np.ndarray:
     return t
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # (KiB on Linux)
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # (kB)
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> int:
+    """Reset the process's peak RSS (VmHWM) to its current RSS, which is returned (Linux:
+    writing 5 to /proc/self/clear_refs); bytes."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_bytes("VmRSS")
+
+
+def _peak_rss() -> int:
+    """The process's peak RSS since the last reset, in bytes."""
+    return _status_bytes("VmHWM")
 
 
 def worker(contender: str, c: int, device: str, rounds: int) -> dict[str, Any]:
@@ -92,29 +113,33 @@ def worker(contender: str, c: int, device: str, rounds: int) -> dict[str, Any]:
         def step():
             xmargin.fused_linear_multilabel_margin_loss(h, W, t, b, negatives=negatives).backward()
 
-    # the baseline: inputs plus the parameter gradients that a step leaves in .grad (a
-    # training step holds them anyway), allocated and touched once, then freed
-    grads = [torch.ones_like(p) for p in (h, W, b)]
-    grad_bytes = sum(g.numel() * g.element_size() for g in grads)
     gpu = device.startswith("cuda")
+    step()  # warm-up: kernels compiled or loaded (their memory is not the loss's)
+    for p in (h, W, b):
+        p.grad = None  # (optimizer.zero_grad()'s default: the step's gradient becomes .grad)
+    grad_bytes = sum(p.numel() * p.element_size() for p in (h, W, b))
+    # the baseline: inputs (and caches); a step's peak is the baseline, its gradients (kept in
+    # .grad, as a training step does either way) and the loss's extra memory
     if gpu:
         torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated() + grad_bytes
-    del grads
-    if gpu:
         torch.cuda.reset_peak_memory_stats()
-    base_rss = _rss_mb()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _reset_peak_rss()
     times = []
-    for i in range(rounds + 1):
+    for _ in range(rounds):
         for p in (h, W, b):
-            p.grad = None  # (optimizer.zero_grad()'s default: the step's gradient becomes .grad)
+            p.grad = None
         start = time.perf_counter()
         step()
         if gpu:
             torch.cuda.synchronize()
-        if i:  # (the first round warms up)
-            times.append(time.perf_counter() - start)
-    extra = (torch.cuda.max_memory_allocated() - base) / 2**20 if gpu else _rss_mb() - base_rss
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() if gpu else _peak_rss()
+    extra = peak - base - grad_bytes
+    if contender == "torch":  # its (N, C) targets exist for this loss only ((N, K) for others)
+        extra += full.numel() * full.element_size() - t.numel() * t.element_size()
+    extra /= 2**20
     return {"ms": 1e3 * float(np.median(times)), "ms_min": 1e3 * min(times),
             "ms_max": 1e3 * max(times), "extra_mb": float(extra)}  # fmt: skip
 
@@ -123,8 +148,6 @@ def _fits(contender: str, c: int, device: str) -> str | None:
     """Why a contender is skipped at C (None: it runs)."""
     if contender != "torch" or device != "cpu":
         return None
-    import os
-
     need = N * c * (8 + 4 + 4 + 4)  # targets int64, is_target, logits and their gradient
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > TORCH_MEMORY_BUDGET * have:
@@ -143,15 +166,25 @@ def run(classes: list[int], device: str, rounds: int) -> list[dict[str, Any]]:
         if why:
             rows.append({"classes": c, "contender": name, "skipped": why})
             continue
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.xmc", "--worker", name, str(c), "--device",
-             device, "--rounds", str(rounds)],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if out.returncode != 0:
-            rows.append({"classes": c, "contender": name, "skipped": out.stderr.strip()[-200:]})
-            continue
-        rows.append({"classes": c, "contender": name, **json.loads(out.stdout.splitlines()[-1])})
+        # two fresh processes: the timed rounds with the default allocator, then one round
+        # for memory with large blocks from mmap, returned to the system when freed, so that
+        # RSS follows the live memory (glibc's heap keeps freed blocks: RSS would only grow;
+        # but fresh pages cost page faults, hence not for the times)
+        result: dict[str, Any] = {}
+        for env, n_rounds, keys in ((None, rounds, ("ms", "ms_min", "ms_max")),
+                                    ({"MALLOC_MMAP_THRESHOLD_": "65536"}, 1, ("extra_mb",))):  # fmt: skip
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.xmc", "--worker", name, str(c), "--device",
+                 device, "--rounds", str(n_rounds)],
+                capture_output=True, text=True, check=False,
+                env=None if env is None else os.environ | env,
+            )  # fmt: skip
+            if out.returncode != 0:
+                result = {"skipped": out.stderr.strip()[-200:]}
+                break
+            got = json.loads(out.stdout.splitlines()[-1])
+            result.update({key: got[key] for key in keys})
+        rows.append({"classes": c, "contender": name, **result})
     print(file=sys.stderr)
     for r in rows:  # ratios to the unfused torch path (or xmargin's where torch is skipped)
         ref = next((q for q in rows if q["classes"] == r["classes"] and "ms" in q

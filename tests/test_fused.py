@@ -302,3 +302,14 @@ def test_module_is_linear_plus_the_unfused_loss():
                  what="module bias grad")  # fmt: skip
     assert torch.equal(head.logits(x), linear(x))
     assert "negatives=4" in repr(head) and "num_classes=29" in repr(head)
+
+
+def test_backward_twice_raises_and_grad_output_scales():
+    h, W, b, t = _problem(23)
+    th = torch.tensor(h, requires_grad=True)
+    loss = fused(th, torch.tensor(W), torch.tensor(t), torch.tensor(b))
+    (3.0 * loss).backward(retain_graph=True)
+    want = _unfused(h, W, b, t)[1]
+    assert_close(th.grad.numpy(), 3.0 * want, rtol=1e-12, atol=1e-12, what="grad_output 3")
+    with pytest.raises(xmargin.XMarginTypeError, match="backward through the same loss twice"):
+        loss.backward()

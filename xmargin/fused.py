@@ -334,18 +334,23 @@ class _State:
         # allows it (NumPy, torch, CuPy), else the chunks' rows concatenated at the end (JAX)
         self.in_place = type(h).__module__.split(".")[0] in ("numpy", "torch", "cupy")
         shape_w = (prob.c_local, prob.d) if want_grad and self.in_place else (0, prob.d)
-        self.g_w = xp.zeros(shape_w, dtype=cd, device=dev)
-        self.g_b = xp.zeros(shape_w[:1], dtype=cd, device=dev)
+        # (every row written by a chunk, or zeros for negatives=)
+        fill = xp.empty if prob.negatives is None else xp.zeros
+        self.g_w = fill(shape_w, dtype=cd, device=dev)
+        self.g_b = fill(shape_w[:1], dtype=cd, device=dev)
         self.parts: list[tuple[Array, Array]] = []
         self.g_sel: tuple[Array, Array] | None = None  # selected negatives' (cols, grads)
         self.replicated = False  # loss rows and positives' gradients already complete
 
     def _hinge(self, scores: Array, v_neg: Array | None) -> tuple[Array, Array]:
         """The backend's hinge on [s, scores] (N, K + m): loss rows and the gradient."""
+        return self._hinge_on(self.xp.concat([self.s, scores], axis=1), v_neg)
+
+    def _hinge_on(self, xg: Array, v_neg: Array | None) -> tuple[Array, Array]:
+        """The backend's hinge on xg = [s, scores of m classes]."""
         xp, prob = self.xp, self.prob
         n, k = prob.n, prob.k
-        m = scores.shape[1]
-        xg = xp.concat([self.s, scores], axis=1)
+        m = xg.shape[1] - k
         chosen = backends.resolve(prob.backend, xg, FN)
         kw: dict[str, Any] = {}
         if self.wg_pos is not None:
@@ -363,27 +368,60 @@ class _State:
     def chunk(self, c0: int, c1: int) -> None:
         """Classes [c0, c1) of this rank: logits, the hinge, the gradients."""
         xp, prob = self.xp, self.prob
+        k = prob.k
         Wc = self.W[c0:c1, :]
-        logits = self.h @ xp.matrix_transpose(Wc)
-        if self.b is not None:
-            logits = logits + self.b[None, c0:c1]
-        cls = xp.arange(prob.class_start + c0, prob.class_start + c1, dtype=prob.t.dtype,
-                        device=device(logits))  # fmt: skip
-        logits = xp.where(self._is_pos(cls), -xp.inf, logits)  # a positive is no negative
+        bc = None if self.b is None else self.b[c0:c1]
+        if self.in_place:
+            # NumPy, torch, CuPy: the matmul writes the logits straight into the kernel's
+            # (N, K + m) buffer, and the chunk's positives get −inf by one scatter of the N·K
+            # targets: no (N, m) temporaries
+            xg = _linear_into(xp, self.s, self.h, Wc, bc)
+            if k:
+                in_chunk = self.local & (self.t_local >= c0) & (self.t_local < c1)
+                cols = xp.where(in_chunk, self.t_local - c0 + k, 0)  # (others: column 0 ...)
+                old = xp.take_along_axis(xg, cols, axis=1)  # (... rewritten with its value)
+                _put_along_rows(xg, cols, xp.where(in_chunk, -xp.inf, old))
+        else:
+            logits = self.h @ xp.matrix_transpose(Wc)
+            if bc is not None:
+                logits = logits + bc[None, :]
+            cls = xp.arange(prob.class_start + c0, prob.class_start + c1, dtype=prob.t.dtype,
+                            device=device(logits))  # fmt: skip
+            logits = xp.where(self._is_pos(cls), -xp.inf, logits)  # a positive is no negative
+            xg = xp.concat([self.s, logits], axis=1)
         v = None if prob.v is None else prob.v[prob.class_start + c0 : prob.class_start + c1]
-        loss, grad = self._hinge(logits, v)
+        loss, grad = self._hinge_on(xg, v)
         self.loss = self.loss + loss
         if self.want:  # the negatives' share, folded in now: nothing of size (N, C) is kept
-            k = prob.k
             self.g_pos = self.g_pos + astype(xp, grad[:, :k], prob.cd)
-            g = astype(xp, grad[:, k:], prob.cd) * self.scale
-            self.g_h = self.g_h + g @ Wc
-            gw, gb = xp.matrix_transpose(g) @ self.h, xp.sum(g, axis=0)
+            g = astype(xp, grad[:, k:], prob.cd)
+            # the row scale on the small factors: (s·g)·Wc = s·(g·Wc), (s·g)ᵀ·h = gᵀ·(s·h)
+            scale = self.scale
+            self.g_h = self.g_h + (g @ Wc) * scale
+            hs = self.h * scale
+            gw = xp.matrix_transpose(g) @ hs
+            if isinstance(scale, (int, float)):
+                gb = xp.sum(g, axis=0) * scale
+            else:
+                gb = xp.reshape(xp.matrix_transpose(scale) @ g, (-1,))
             if self.in_place:
                 self.g_w[c0:c1, :] = gw
                 self.g_b[c0:c1] = gb
             else:
                 self.parts.append((gw, gb))
+
+    def _chunk_positives(self, c0: int, c1: int, cls: Array) -> Array:
+        """(N, c1 − c0): which of the chunk's classes are positives of each row; by one scatter
+        of the N·K targets where arrays are written in place, else :meth:`_is_pos`."""
+        if not self.in_place or not self.prob.k:
+            return self._is_pos(cls)
+        xp = self.xp
+        in_chunk = self.local & (self.t_local >= c0) & (self.t_local < c1)
+        # column 0 takes the writes of the slots outside the chunk (all False)
+        cols = xp.where(in_chunk, self.t_local - c0 + 1, 0)
+        mask = xp.zeros((self.prob.n, c1 - c0 + 1), dtype=xp.bool, device=device(cls))
+        _put_along_rows(mask, cols, in_chunk)
+        return mask[:, 1:]
 
     def _is_pos(self, cls: Array) -> Array:
         """(N, m): class cls[j] is a positive of row n (K comparisons of (N, m))."""
@@ -438,7 +476,7 @@ class _State:
             # candidates so far first (all of lower class index): _select's stable order
             # (is positive, −score, position) then breaks ties by class index
             keys = xp.concat([best_key, logits], axis=1)
-            is_pos = xp.concat([best_pos, self._is_pos(cls)], axis=1)
+            is_pos = xp.concat([best_pos, self._chunk_positives(c0, c1, cls)], axis=1)
             idx = xp.concat([best_idx, xp.broadcast_to(cls[None, :], (n, c1 - c0))], axis=1)
             best_key, best_idx, best_pos = _keep_top(xp, keys, idx, is_pos, k)
         if prob.group is not None:  # every rank's top k, then the global top k
@@ -478,14 +516,58 @@ class _State:
         nan_rows = xp.isnan(loss)
         g_h = xp.where(nan_rows[:, None], xp.nan, g_h)
         any_nan = xp.any(nan_rows)
-        g_w = xp.where(any_nan, xp.nan, g_w)
-        g_b = xp.where(any_nan, xp.nan, g_b)
+        # (on the host the flag is read for free, and (C, D) is not rewritten without a NaN)
+        if not _on_host(loss) or bool(any_nan):
+            g_w = xp.where(any_nan, xp.nan, g_w)
+            g_b = xp.where(any_nan, xp.nan, g_b)
         dts = prob.dtypes
         return loss, (
             astype(xp, g_h, dts[0]),
             astype(xp, g_w, dts[1]),
             None if self.b is None else astype(xp, g_b, dts[2]),
         )
+
+
+def _on_host(a: Array) -> bool:
+    """NumPy or a torch CPU tensor (outside a trace): reading a value costs no device sync."""
+    if is_torch(a):
+        from ._config import functorch_active
+        from ._xp import compiling
+
+        return a.device.type == "cpu" and not compiling() and not functorch_active()
+    return type(a).__module__.split(".")[0] == "numpy"
+
+
+def _linear_into(xp: Any, s: Array, h: Array, Wc: Array, bc: Array | None) -> Array:
+    """A new (N, K + m) array [s, h·Wcᵀ + bc], the matmul writing into its columns."""
+    n, k = s.shape
+    m = Wc.shape[0]
+    if is_torch(h):
+        import torch
+
+        out = torch.empty((n, k + m), dtype=h.dtype, device=h.device)
+        out[:, :k] = s
+        if bc is None:
+            torch.mm(h, Wc.T, out=out[:, k:])
+        else:
+            torch.addmm(bc, h, Wc.T, out=out[:, k:])
+        return out
+    lib = sys.modules[type(h).__module__.split(".")[0]]  # NumPy or CuPy
+    out = lib.empty((n, k + m), dtype=h.dtype)
+    out[:, :k] = s
+    lib.matmul(h, Wc.T, out=out[:, k:])
+    if bc is not None:
+        out[:, k:] += bc
+    return out
+
+
+def _put_along_rows(a: Array, cols: Array, vals: Array) -> None:
+    """a[n, cols[n, j]] = vals[n, j], in place (NumPy, torch, CuPy)."""
+    if is_torch(a):
+        a.scatter_(1, cols, vals)
+        return
+    lib = sys.modules[type(a).__module__.split(".")[0]]  # NumPy or CuPy
+    a[lib.arange(a.shape[0])[:, None], cols] = vals
 
 
 def _keep_top(xp: Any, keys: Array, idx: Array, is_pos: Array, k: int, by_index: bool = False):

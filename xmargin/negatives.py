@@ -208,26 +208,32 @@ def _select(xp: Namespace, x: Array, is_pos: Array, k: int) -> Array:
 
 
 def _top_torch(x: Any, is_pos: Any, k: int) -> Any:
-    """The generic order's first k < C columns with ``torch.topk`` (a partial selection on the
-    GPU) instead of two sorts of the row: topk finds each row's k-th largest key v (its
-    values are exact whatever order it gives tied entries), the chosen set is rebuilt exactly
-    as in :func:`_top_numpy` (every key > v, then the lowest-index ties), a second topk on
-    the 0/1 chosen flags collects their columns, and the k columns are put in order (−score,
-    index) by two stable sorts of k entries."""
+    """The generic order's first k < C columns with ``torch.topk`` (partial selections, no
+    sort of the row): the first topk finds each row's k-th largest key v and every key > v
+    (its values are exact whatever order it gives tied entries); a second topk, of negated
+    column indices, finds the lowest-index non-positive columns with key == v, of which the
+    row needs k − #{key > v}; the 2k candidates are put in order (chosen first, −score,
+    index) by three stable sorts of 2k entries."""
     import torch
 
+    n, c = x.shape
     key = torch.where(is_pos, -torch.inf, torch.where(torch.isnan(x), torch.inf, x))
-    kth = torch.topk(key, k, dim=1).values[:, k - 1 : k]
-    above = key > kth
-    tie = (key == kth) & ~is_pos
+    top = torch.topk(key, k, dim=1)
+    kth = top.values[:, k - 1 : k]
+    above = top.values > kth  # every key > v of the row is among the top k
     need = k - above.sum(dim=1, keepdim=True)
-    chosen = above | (tie & (torch.cumsum(tie, dim=1) <= need))
-    cols = torch.topk(chosen.to(key.dtype), k, dim=1).indices  # (every chosen, then others)
-    cols = torch.sort(cols, dim=1, stable=True).values  # index order
-    flag = torch.gather(chosen, 1, cols)
-    order = torch.where(flag, -torch.gather(key, 1, cols), torch.inf)  # the chosen first
-    at = torch.sort(order, dim=1, stable=True).indices
-    return torch.gather(cols, 1, at)
+    tie = (key == kth) & ~is_pos
+    cols = torch.arange(c, device=x.device)
+    lowest = -torch.topk(torch.where(tie, -cols, -(c + 1)), k, dim=1).values  # ascending
+    take = (torch.arange(k, device=x.device) < need) & (lowest < c)
+    cand = torch.cat([top.indices, lowest.clamp(max=c - 1)], dim=1)
+    chosen = torch.cat([above, take], dim=1)
+    score = torch.cat([top.values, kth.expand(n, k)], dim=1)
+    order = torch.sort(cand, dim=1, stable=True).indices  # index, then −score, then chosen
+    for key_of in (lambda s, ch: -s, lambda s, ch: (~ch).to(torch.int8)):
+        cand, chosen, score = (torch.gather(a, 1, order) for a in (cand, chosen, score))
+        order = torch.sort(key_of(score, chosen), dim=1, stable=True).indices
+    return torch.gather(cand, 1, order)[:, :k]
 
 
 def _top_numpy(x: Any, is_pos: Any, k: int) -> Any:

@@ -34,12 +34,21 @@ class _Fused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         prob = ctx.prob
-        if ctx.grads is None:
+        if getattr(ctx, "done", False):  # the gradients were handed over (and scaled) once
+            raise XMarginTypeError(
+                "fused_linear_multilabel_margin_loss: backward through the same loss twice "
+                "(retain_graph=True) is not supported: its gradients are formed in forward "
+                "and handed over once; compute the loss again"
+            )
+        ctx.done = prob.red != "none"
+        if prob.red == "none":
             hidden, weight, bias = ctx.saved_tensors
             scale = grad_out.reshape(-1) / prob.c
             _, grads = prob.with_arrays(hidden, weight, bias).run(want_grad=True, row_scale=scale)
+        elif grad_out.device.type == "cpu" and bool(grad_out == 1):  # (free to read: no sync)
+            grads = ctx.grads  # loss.backward(): the gradients as formed, no (C, D) pass
         else:
-            grads = tuple(None if g is None else g * grad_out.to(g.dtype) for g in ctx.grads)
+            grads = tuple(None if g is None else g.mul_(grad_out.to(g.dtype)) for g in ctx.grads)
         if torch.is_grad_enabled():  # create_graph: a second derivative must raise, not be 0
             grads = tuple(
                 None if g is None else _NoSecondDerivative.apply(g, ctx.anchor) for g in grads
