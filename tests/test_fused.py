@@ -313,3 +313,34 @@ def test_backward_twice_raises_and_grad_output_scales():
     assert_close(th.grad.numpy(), 3.0 * want, rtol=1e-12, atol=1e-12, what="grad_output 3")
     with pytest.raises(xmargin.XMarginTypeError, match="backward through the same loss twice"):
         loss.backward()
+
+
+@pytest.mark.parametrize("negatives", [None, 3])
+def test_any_namespace_array_api_strict(negatives):
+    xs = pytest.importorskip("array_api_strict")
+    h, W, b, t = _problem(25)
+    want = _unfused(h, W, b, t, negatives=negatives)
+    loss, grads = vg(xs.asarray(h), xs.asarray(W), xs.asarray(t), xs.asarray(b), chunk_size=6,
+                     negatives=negatives)  # fmt: skip
+    assert type(loss).__module__.startswith("array_api_strict")
+    _close((float(loss), *(np.asarray(g) for g in grads)), want, "array-api-strict")
+
+
+@pytest.mark.parametrize("negatives", [None, 2])
+def test_triton_kernel_per_chunk(negatives):
+    """The per-chunk judging on the Triton kernel (in its interpreter here; CUDA on a GPU)."""
+    pytest.importorskip("triton")
+    import os
+
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")  # (conftest sets it without a GPU)
+    h, W, b, t = _problem(27, n=4, c=16)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    th = torch.tensor(h, device=dev, requires_grad=True)
+    tW = torch.tensor(W, device=dev, requires_grad=True)
+    loss = fused(th, tW, torch.tensor(t, device=dev), torch.tensor(b, device=dev), p=2,
+                 chunk_size=5, negatives=negatives, backend="triton")  # fmt: skip
+    loss.backward()
+    want = _unfused(h, W, b, t, p=2, negatives=negatives)
+    _close((loss.item(), th.grad.cpu().numpy(), tW.grad.cpu().numpy(), None),
+           (want[0], want[1], want[2], None), "triton per chunk")  # fmt: skip

@@ -53,7 +53,11 @@ class _Fused(torch.autograd.Function):
             grads = tuple(
                 None if g is None else _NoSecondDerivative.apply(g, ctx.anchor) for g in grads
             )
+        # (no reference kept: autograd then hands the buffers over as .grad instead of cloning
+        # them, which would hold a second (C, D) array)
+        ctx.grads = None
         g_h, g_w, g_b = grads
+        del grads
         return g_h, g_w, g_b if ctx.has_bias else None, None
 
 
