@@ -49,7 +49,7 @@ from ._xp import (
     same_namespace,
     shape_str,
 )
-from .losses._public import LOSSES
+from .losses._public import public_loss
 from .losses._rowwise import (
     check_index_dtype,
     check_weight_values,
@@ -69,7 +69,7 @@ FN = "fused_linear_multilabel_margin_loss"
 CHUNK_ELEMS = 1 << 22
 
 
-def fused_linear_multilabel_margin_loss(
+def _fused_linear_multilabel_margin_loss(
     hidden: Array,
     weight: Array,
     target: Array,
@@ -86,7 +86,8 @@ def fused_linear_multilabel_margin_loss(
     group: Any = None,
     class_start: int = 0,
     num_classes: int | None = None,
-) -> Array:
+    argnums: tuple[int, ...] = (),
+) -> tuple[Array, tuple[Array, ...]]:
     """``multilabel_margin_loss(hidden @ weight.T + bias, target, ...)`` without the scores.
 
     ``hidden`` (N, D), ``weight`` (C, D) and ``bias`` (C,) are laid out as in
@@ -116,33 +117,6 @@ def fused_linear_multilabel_margin_loss(
     >>> bool(np.isclose(fused, xmargin.multilabel_margin_loss(h @ W.T + b, t)))
     True
     """
-    out = _fused_linear_multilabel_margin_loss(hidden, weight, target, bias, reduction, margin=margin, p=p,
-                 class_weight=class_weight, neg_weight=neg_weight, negatives=negatives,
-                 chunk_size=chunk_size, backend=backend, group=group,
-                 class_start=class_start, num_classes=num_classes)  # fmt: skip
-    return out[0]
-
-
-def _fused_linear_multilabel_margin_loss(
-    hidden: Array,
-    weight: Array,
-    target: Array,
-    bias: Array | None = None,
-    reduction: str = "mean",
-    *,
-    margin: float = 1.0,
-    p: int = 1,
-    class_weight: Array | None = None,
-    neg_weight: Array | None = None,
-    negatives: int | Array | None = None,
-    chunk_size: int | None = None,
-    backend: str | None = None,
-    group: Any = None,
-    class_start: int = 0,
-    num_classes: int | None = None,
-    argnums: tuple[int, ...] = (),
-) -> tuple[Array, tuple[Array, ...]]:
-    """(loss, gradients for ``argnums``) of :func:`fused_linear_multilabel_margin_loss`."""
     prob = _Problem(hidden, weight, target, bias, reduction, margin, p, class_weight,
                     neg_weight, negatives, chunk_size, backend, group, class_start,
                     num_classes)  # fmt: skip
@@ -637,4 +611,4 @@ def _all_gather(group: Any, a: Array) -> Array:
     return torch.cat(parts, dim=1)
 
 
-LOSSES[fused_linear_multilabel_margin_loss] = (_fused_linear_multilabel_margin_loss, (0, 1, 3))
+fused_linear_multilabel_margin_loss = public_loss(_fused_linear_multilabel_margin_loss, (0, 1, 3))

@@ -34,9 +34,12 @@ PRIVATE = ("argnums", "fast")
 LOSSES: dict[Callable[..., Any], tuple[Callable[..., Any], tuple[int, ...]]] = {}
 
 
-def public_loss(impl: Callable[P, tuple[Array, tuple[Array, ...]]]) -> Callable[P, Array]:
+def public_loss(
+    impl: Callable[P, tuple[Array, tuple[Array, ...]]], scores: tuple[int, ...] | None = None
+) -> Callable[P, Array]:
     """The public function of the loss implemented by ``impl`` (named ``_<name>``), registered
-    in :data:`LOSSES` with its score arguments: the positional parameters before ``target``."""
+    in :data:`LOSSES` with its score arguments: ``scores``, by default the positional
+    parameters before ``target`` (the fused loss's ``bias`` comes after it)."""
     name = impl.__name__.removeprefix("_")
     signature = inspect.signature(impl)
     params = [p for p in signature.parameters.values() if p.name not in PRIVATE]
@@ -65,5 +68,5 @@ def public_loss(impl: Callable[P, tuple[Array, tuple[Array, ...]]]) -> Callable[
     fn.__doc__ = impl.__doc__
     fn.__wrapped__ = impl
     impl.__doc__ = f"(loss, gradients) of :func:`{name}`, the gradients for ``argnums``."
-    LOSSES[fn] = (impl, tuple(range(positional.index("target"))))
+    LOSSES[fn] = (impl, tuple(range(positional.index("target"))) if scores is None else scores)
     return cast(Callable[P, Array], fn)
