@@ -178,6 +178,9 @@ def test_no_grad_and_value_only():
         ({"chunk_size": 0}, xmargin.XMarginValueError, r"'chunk_size' must be None or an int >= 1"),
         ({"class_start": 1}, xmargin.XMarginValueError, r"needs group="),
         ({"num_classes": 8}, xmargin.XMarginValueError, r"needs group="),
+        ({"group": object()}, xmargin.XMarginValueError, r"'num_classes' is required"),
+        ({"group": object(), "num_classes": 6, "class_start": 3}, xmargin.XMarginValueError,
+         r"classes \[3, 7\) must lie in \[0, num_classes = 6\)"),
         ({"negatives": 0}, xmargin.XMarginValueError, r"'negatives' must be an int >= 1"),
         ({"neg_weight": np.ones(3)}, xmargin.XMarginValueError, r"inconsistent neg_weight size"),
         ({"class_weight": -np.ones(4)}, None, None),
@@ -344,3 +347,14 @@ def test_triton_kernel_per_chunk(negatives):
     want = _unfused(h, W, b, t, p=2, negatives=negatives)
     _close((loss.item(), th.grad.cpu().numpy(), tW.grad.cpu().numpy(), None),
            (want[0], want[1], want[2], None), "triton per chunk")  # fmt: skip
+
+
+def test_torch_compile_runs_it_eagerly():
+    h, W, b, t = _problem(29)
+    th = torch.tensor(h, requires_grad=True)
+    tW, tt, tb = torch.tensor(W), torch.tensor(t), torch.tensor(b)
+    loss = torch.compile(lambda a: fused(a, tW, tt, tb, p=2) * 2.0)(th)
+    loss.backward()
+    want = _unfused(h, W, b, t, p=2)
+    assert_close(loss.item(), 2.0 * want[0], rtol=1e-12, atol=1e-12, what="compiled loss")
+    assert_close(th.grad.numpy(), 2.0 * want[1], rtol=1e-12, atol=1e-12, what="compiled grad")

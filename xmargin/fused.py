@@ -242,6 +242,12 @@ def _shard(group: Any, class_start: Any, num_classes: Any, c_local: int) -> tupl
     for name, value in (("class_start", class_start), ("num_classes", num_classes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise XMarginTypeError(f"{FN}: argument '{name}' must be an int, got {value!r}")
+    if group is not None and num_classes is None:
+        raise XMarginValueError(
+            f"{FN}: with group= (label-parallel) argument 'num_classes' is required: the "
+            f"number of classes over all ranks (this rank's weight holds {c_local} of them, "
+            f"from class_start = {class_start})"
+        )
     c = c_local if num_classes is None else num_classes
     if group is None and (class_start != 0 or c != c_local):
         raise XMarginValueError(
