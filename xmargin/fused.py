@@ -217,9 +217,11 @@ class _Problem:
         return astype(self.xp, loss, self.dtypes[0])
 
     def run(self, *, want_grad: bool, row_scale: Any = 1.0) -> tuple[Array, tuple[Array, ...]]:
-        """The loss rows (N,) before the 1/C, and with ``want_grad`` the gradients of
-        Σ_n row_scale[n]·loss_rows[n] / ... (``row_scale`` a number or (N,)) with respect to
-        hidden, weight and bias (None without bias), in their dtypes."""
+        """The loss rows (N,) before the 1/C and, with ``want_grad``, the gradients of
+        Σ_n row_scale[n]·loss_rows[n] (``row_scale`` a number or (N,); the caller folds the
+        1/C and the reduction in) with respect to hidden, weight and bias (None without
+        bias), in their dtypes. Computed in ``hidden``'s compute dtype (float32 for half and
+        float32 inputs, float64 for float64)."""
         xp, cd = self.xp, self.cd
         h = astype(xp, self.hidden, cd)
         if self.poison is not None:  # an unchecked bad neg_weight: every row NaN
