@@ -26,22 +26,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")  # conftest has set TRITON_INTERPRET=1 already when there is no GPU
 
-CUDA = torch.cuda.is_available()
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+from test_triton import DEVICES, INTERPRETED  # noqa: E402  (the same two devices)
 
 from xmargin.backends import triton as tb  # noqa: E402
 
 import oracle  # noqa: E402
 from conftest import assert_close, bitwise_equal  # noqa: E402
 
-DEVICES = [
-    pytest.param(
-        "cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1")
-    ),
-    pytest.param(
-        "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="no CUDA device")]
-    ),
-]
 # relative tolerances against the float64 oracle on the same rounded scores and weights; the
 # float32 one is relative to the largest value of the compared array (sums of terms up to
 # 1e6·x² cancel in float32); float64 is the 1e-9 with room to spare (measured ≤ 1e-14)

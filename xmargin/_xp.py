@@ -253,6 +253,16 @@ def compiling() -> bool:
     return torch is not None and torch.compiler.is_compiling()
 
 
+def on_host(a: Array) -> bool:
+    """A NumPy array, or a torch CPU tensor outside ``torch.compile`` and ``torch.func``: its
+    values can be read (or viewed as NumPy) without a device sync or breaking a trace."""
+    if is_torch(a):
+        from ._config import functorch_active
+
+        return a.device.type == "cpu" and not compiling() and not functorch_active()
+    return type(a).__module__.split(".")[0] == "numpy"
+
+
 def device(a: Array) -> Any:
     return _device_of(a)
 

@@ -45,6 +45,7 @@ from ._xp import (
     device,
     index_dtype,
     namespace_of,
+    on_host,
     reduction_scale,
     same_namespace,
     shape_str,
@@ -58,7 +59,14 @@ from .losses._rowwise import (
     index_values,
     row_options,
 )
-from .negatives import _check_k_named, _select, candidate_rows, check_negatives
+from .negatives import (
+    _check_k_named,
+    _member,
+    _select,
+    candidate_rows,
+    check_negatives,
+    positive_slots,
+)
 
 __all__ = ["fused_linear_multilabel_margin_loss"]
 
@@ -286,10 +294,7 @@ class _State:
         dev = device(h)
         idt = index_dtype(xp)
         t = prob.t
-        slots = xp.arange(k, dtype=idt, device=dev)[None, :]
-        first_neg = xp.min(xp.where(t < 0, slots, k), axis=1, keepdims=True) if k else None
-        none = xp.zeros((n, 0), dtype=xp.bool, device=dev)
-        self.valid = (slots < first_neg) & (t < prob.c) if k else none
+        self.valid, slots = positive_slots(xp, t, prob.c)
         local = self.valid & (t >= prob.class_start) & (t < prob.class_start + prob.c_local)
         self.local = local
         self.t_local = xp.where(local, t - prob.class_start, 0)
@@ -302,7 +307,7 @@ class _State:
         s = _all_reduce(prob.group, xp.where(local, s, 0.0))
         self.s = xp.where(self.valid, s, -xp.inf)  # (unused slots: no pair, see below)
         # (out-of-range targets were checked, or replaced and their rows returned in prob.bad)
-        bad_t = xp.any(none, axis=1) if prob.bad is None else prob.bad
+        bad_t = xp.zeros((n,), dtype=xp.bool, device=dev) if prob.bad is None else prob.bad
         marker = -1 - astype(xp, bad_t, idt)[:, None]  # -2: a NaN row (the kernels' own rule)
         self.tg = xp.concat([xp.where(self.valid, slots, -1), marker], axis=1)
         self.wg_pos = None
@@ -406,12 +411,10 @@ class _State:
         return mask[:, 1:]
 
     def _is_pos(self, cls: Array) -> Array:
-        """(N, m): class cls[j] is a positive of row n (K comparisons of (N, m))."""
-        xp, t = self.xp, self.prob.t
-        out = xp.zeros((self.prob.n, cls.shape[0]), dtype=xp.bool, device=device(cls))
-        for k in range(self.prob.k):
-            out = out | ((t[:, k : k + 1] == cls[None, :]) & self.valid[:, k : k + 1])
-        return out
+        """(N, m): class cls[j] is a positive of row n (one sorted search of the targets)."""
+        n = self.prob.n
+        every = self.xp.broadcast_to(cls[None, :], (n, cls.shape[0]))
+        return _member(self.xp, self.prob.t, n, self.prob.c, every, FN)
 
     def selected(self, negatives: int | Array) -> None:
         """negatives=: mine (k) over the chunks, then one hinge on the chosen negatives."""
@@ -499,7 +502,7 @@ class _State:
         g_h = xp.where(nan_rows[:, None], xp.nan, g_h)
         any_nan = xp.any(nan_rows)
         # (on the host the flag is read for free, and (C, D) is not rewritten without a NaN)
-        if not _on_host(loss) or bool(any_nan):
+        if not on_host(loss) or bool(any_nan):
             g_w = xp.where(any_nan, xp.nan, g_w)
             g_b = xp.where(any_nan, xp.nan, g_b)
         dts = prob.dtypes
@@ -508,16 +511,6 @@ class _State:
             astype(xp, g_w, dts[1]),
             None if self.b is None else astype(xp, g_b, dts[2]),
         )
-
-
-def _on_host(a: Array) -> bool:
-    """NumPy or a torch CPU tensor (outside a trace): reading a value costs no device sync."""
-    if is_torch(a):
-        from ._config import functorch_active
-        from ._xp import compiling
-
-        return a.device.type == "cpu" and not compiling() and not functorch_active()
-    return type(a).__module__.split(".")[0] == "numpy"
 
 
 def _linear_into(xp: Any, s: Array, h: Array, Wc: Array, bc: Array | None) -> Array:

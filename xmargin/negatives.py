@@ -11,7 +11,6 @@ import operator
 import sys
 from typing import Any
 
-from ._config import functorch_active
 from ._errors import XMarginTypeError, XMarginValueError
 from ._interop import is_dask, is_jax, is_torch, native
 from ._xp import (
@@ -19,11 +18,11 @@ from ._xp import (
     astype,
     check_float,
     check_integer,
-    compiling,
     detach,
     device,
     index_dtype,
     namespace_of,
+    on_host,
     same_namespace,
     shape_str,
 )
@@ -126,22 +125,31 @@ def _mine(xp: Namespace, x: Array, t: Array, k: int, fn: str) -> Array:
     scatter of the N·K targets, the top k by partial selection (:func:`_top_numpy`), without
     the two (N, C) sorts of the array-API path (10x faster at (64, 159))."""
     n, c = x.shape
-    host = type(x).__module__.split(".")[0] == "numpy" or (
-        is_torch(x) and x.device.type == "cpu" and not compiling() and not functorch_active()
-    )
-    if not host:
-        return _select(xp, x, _positives(xp, xp.where(t < c, t, -1), n, c, fn), k)
+    if not on_host(x):
+        return _select(xp, x, _positives(xp, t, n, c, fn), k)
     import numpy as np
 
     from ._interop import from_numpy_like, to_numpy
 
     xn, tn = to_numpy(x), to_numpy(t)
-    kt = tn.shape[1]
-    valid = (np.cumsum(tn < 0, axis=1) == 0) & (tn < c)  # the entries before the first -1
+    xpn = namespace_of(fn, "input", xn)
+    valid, _ = positive_slots(xpn, tn, c)
     is_pos = np.zeros((n, c), dtype=bool)
-    is_pos[np.broadcast_to(np.arange(n)[:, None], (n, kt))[valid], tn[valid]] = True
-    out = _select(namespace_of(fn, "input", xn), xn, is_pos, k)
+    is_pos[np.broadcast_to(np.arange(n)[:, None], tn.shape)[valid], tn[valid]] = True
+    out = _select(xpn, xn, is_pos, k)
     return from_numpy_like(np.ascontiguousarray(out), x)
+
+
+def positive_slots(xp: Namespace, t: Array, c: int) -> tuple[Array, Array]:
+    """(N, K) bool, whether slot k of target row n holds a positive (an entry before the
+    row's first negative value, below C), and the slot numbers (1, K) in the index dtype."""
+    n, kt = t.shape
+    dev = device(t)
+    slots = xp.arange(kt, dtype=index_dtype(xp), device=dev)[None, :]
+    if kt == 0:
+        return xp.zeros((n, 0), dtype=xp.bool, device=dev), slots
+    first_neg = xp.min(xp.where(t < 0, slots, kt), axis=1, keepdims=True)
+    return (slots < first_neg) & (t < c), slots
 
 
 def _positives(xp: Namespace, t: Array, n: int, c: int, fn: str = "mine_negatives") -> Array:
@@ -171,9 +179,7 @@ def _member(xp: Namespace, t: Array, n: int, c: int, cls: Array, fn: str) -> Arr
             "rows per call)"
         )
     t = astype(xp, t, idt)
-    slots = xp.arange(kt, dtype=idt, device=dev)
-    first_neg = xp.min(xp.where(t < 0, slots[None, :], kt), axis=1)
-    valid = slots[None, :] < first_neg[:, None]
+    valid, _ = positive_slots(xp, t, c)
     base = xp.arange(n, dtype=idt, device=dev)[:, None] * (c + 1)
     keys = xp.reshape(xp.sort(base + xp.where(valid, t, c), axis=1), (-1,))
     queries = xp.reshape(base + astype(xp, cls, idt), (-1,))
@@ -380,11 +386,8 @@ def gather_problem(
     kt, m = t.shape[1], cand.shape[1]
     dev = device(x)
     idt = index_dtype(xp)
-    slots = xp.arange(kt, dtype=idt, device=dev)[None, :]
-    first_neg = xp.min(xp.where(t < 0, slots, kt), axis=1, keepdims=True) if kt else None
-    none = xp.zeros((n, 0), dtype=xp.bool, device=dev)
-    bad_t = xp.any((t < -1) | (t >= c), axis=1) if kt else xp.any(none, axis=1)
-    is_pos = (slots < first_neg) & (t < c) if kt else none
+    is_pos, slots = positive_slots(xp, t, c)
+    bad_t = xp.any((t < -1) | (t >= c), axis=1)  # (all False for K = 0)
     pos_cls = xp.where(is_pos, t, -1)
     bad_rows = (bad_t | xp.any(cand == -2, axis=1)) if m else bad_t
     cand = xp.where(cand >= 0, cand, -1)
