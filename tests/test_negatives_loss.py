@@ -339,3 +339,32 @@ def test_neg_weight_dtype_and_namespace_errors():
         xmargin.multilabel_margin_loss(
             torch.tensor(X), torch.tensor(T), neg_weight=torch.ones(4, requires_grad=True)
         )
+
+
+def test_portable_kernel_neg_weight_with_infinite_scores():
+    """The portable kernel's running sums next to an infinite threshold gap (a positive at
+    ±inf), against the literal loops: a weighted count summed as total − prefix left ~1e-17
+    where 0 was due, and inf·1e-17 made a positive's p = 2 gradient +inf; and with a positive
+    at −inf, p = 2 gave NaN for an infinite loss (s1 − step1 and total − prefix were
+    inf − inf). Both found by this comparison; the sums are now exclusive prefix sums and
+    sums from the right."""
+    from xmargin.backends import portable
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n, c = 3, int(rng.integers(1, 9))
+        x = rng.integers(-3, 4, (n, c)) / 2.0
+        t = rng.integers(-1, c, (n, int(rng.integers(1, c + 2))))
+        if trial % 3 == 0:
+            x[0, 0] = np.inf
+        if trial % 5 == 0:
+            x[1, -1] = -np.inf
+        p = 1 + trial % 2
+        w = [None, rng.random(c), rng.random((n, c))][trial % 3]
+        v = [None, rng.random(c) * (rng.random(c) > 0.3),
+             rng.random((n, c)) * (rng.random((n, c)) > 0.3)][(trial // 3) % 3]  # fmt: skip
+        loss, grad = portable.hinge(x, t, margin=1.0, p=p, weight=w, neg_weight=v, want_grad=True)
+        ref_loss, ref_grad = oracle.multilabel_margin(x, t, p=p, weight=w, neg_weight=v)
+        what = f"trial {trial}"
+        assert_close(loss, np.asarray(ref_loss) * c, rtol=1e-12, atol=1e-12, what=what)
+        assert_close(grad, np.asarray(ref_grad) * c, rtol=1e-12, atol=1e-12, what=what)

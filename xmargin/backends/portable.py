@@ -191,8 +191,11 @@ def _hinge(
     if p == 1:
         per_slot = lin
     else:
+        # S1 before each slot as an exclusive prefix sum (s1 − step1 is inf − inf = NaN once
+        # an infinite gap, a positive at −inf, has entered s1)
+        s1_before = xp.cumulative_sum(step1, axis=1, include_initial=True)[:, :-1]
         s2 = xp.cumulative_sum(
-            xp.where(pt, 2.0 * times(gap, s1 - step1) + gap * gap * a0_before, 0.0), axis=1
+            xp.where(pt, 2.0 * times(gap, s1_before) + gap * gap * a0_before, 0.0), axis=1
         )
         per_slot = xp.where(violated, a0 * d * d + 2.0 * times(d, s1) + s2, 0.0)
     if vs is not None:  # Σ_j v_j · (the negative's sum over its violated thresholds)
@@ -210,11 +213,9 @@ def _hinge(
     g_neg = xp.take_along_axis(xp.where(violated, g_neg_s, 0.0), cls_pos, axis=1)
 
     def after(v: Array) -> Array:
-        """Σ of v over the slots strictly after each slot."""
-        return xp.sum(v, axis=1, keepdims=True) - xp.cumulative_sum(v, axis=1)
-
-    def suffix_after(v: Array) -> Array:
-        """Σ of v over the slots strictly after each slot, summed from the right."""
+        """Σ of v over the slots strictly after each slot, summed from the right: exactly 0
+        after the last nonzero term and finite before an infinite one (total − prefix is
+        neither: it leaves ~1e-17 for 0 and makes inf − inf = NaN)."""
         rev = xp.cumulative_sum(xp.flip(v, axis=1), axis=1, include_initial=True)
         return xp.flip(rev[:, :-1], axis=1)
 
@@ -222,9 +223,7 @@ def _hinge(
     if vs is not None:  # the histogram counts each negative with its weight
         negf = xp.where(neg_s, vs, 0.0)
         d = negf * d
-    # (weighted) negatives above each slot; weighted, as a sum from the right, exactly 0 above
-    # the last negative (total − prefix is not, and would meet an infinite gap in times())
-    b0 = after(negf) if vs is None else suffix_after(negf)
+    b0 = after(negf)  # (weighted) negatives above each slot
     if p == 1:
         g_pos = -w * xp.take_along_axis(b0, thr_pos, axis=1)
     else:
