@@ -31,6 +31,7 @@ def main() -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     for case in cases:
         run(rank, world, out, case)
+    dist.barrier()  # (no rank tears its connections down while another still uses them)
     dist.destroy_process_group()
 
 
